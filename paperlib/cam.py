@@ -1,0 +1,364 @@
+"""Class activation maps: every method from one hooked pass, batched and on the images' device.
+
+Pipeline (:func:`explain`): one forward of the batch with the target layer captured gives its
+activations A (B, C, h, w) and logits; one ``autograd.grad`` of the target logits gives
+g = dy^c/dA. Every gradient method is a function of (A, g) -- a per-channel weighting or an
+element-wise product -- evaluated on that single pass. SmoothGrad-CAM++ and Score-CAM need extra
+forwards; they put them in the batch dimension, chunked to ``chunk_size`` images per forward.
+
+Each method returns a low-resolution saliency ``S`` (B, h, w); the pipeline makes the map
+``L = ReLU(S)``, upsamples it bilinearly to the input size and min-max normalises it per image to
+[0, 1]. An all-zero or constant map becomes all zeros (never NaN) and is counted in
+:attr:`Explanations.flat`.
+
+No constant is added to any formula: where a denominator is zero the affected term is defined as
+0 (documented per method), so the maps are exactly the published formulas.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .hooks import capture_layer, layer_gradients
+from .models import BlackBox
+
+__all__ = [
+    "ExplainOptions",
+    "Explanations",
+    "GRADIENT_METHODS",
+    "METHODS",
+    "Pass",
+    "explain",
+    "gradient_pass",
+    "normalize_maps",
+    "register_method",
+    "safe_divide",
+    "upsample",
+]
+
+
+def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``den != 0``, else exactly 0 (no epsilon, no NaN, no inf)."""
+    nonzero = den != 0
+    return torch.where(nonzero, num / torch.where(nonzero, den, torch.ones_like(den)),
+                       torch.zeros_like(num))
+
+
+@dataclass
+class ExplainOptions:
+    """Parameters of the methods that have any (documented defaults).
+
+    Attributes:
+        smooth_samples: SmoothGrad-CAM++'s number of noisy copies n (default 8).
+        smooth_sigma: its noise standard deviation as a fraction of each image's value range
+            (max - min); default 0.15, inside SmoothGrad's recommended 10-20%.
+        scorecam_channels: Score-CAM's channel budget: the k channels of largest mean activation
+            per image (default 64 of Lite0's 1280); ``None`` uses every channel.
+        seed: seeds SmoothGrad's noise (and anything else random in a method).
+        chunk_size: at most this many images per extra forward (SmoothGrad, Score-CAM, attention).
+        attention: options of the attention variants (see :mod:`paperlib.attention`).
+    """
+
+    smooth_samples: int = 8
+    smooth_sigma: float = 0.15
+    scorecam_channels: int | None = 64
+    seed: int = 0
+    chunk_size: int = 32
+    attention: dict = field(default_factory=dict)
+
+
+@dataclass
+class Pass:
+    """One hooked forward/backward on a batch: what every method is computed from."""
+
+    black_box: BlackBox
+    images: torch.Tensor          # (B, 3, H, W) in [0, 1]
+    targets: torch.Tensor         # (B,) class indices
+    logits: torch.Tensor          # (B, K), clean images
+    A: torch.Tensor               # (B, C, h, w) target-layer activations (detached)
+    g: torch.Tensor               # (B, C, h, w) d logit_target / dA
+    options: ExplainOptions = field(default_factory=ExplainOptions)
+    forwards: dict[str, int] = field(default_factory=dict)  # extra image forwards per method
+
+    @functools.cached_property
+    def gradcam_terms(self) -> torch.Tensor:
+        """Grad-CAM's per-channel contributions w_k A_k (B, C, h, w); the paper's F."""
+        return gradcam_weights(self.A, self.g)[:, :, None, None] * self.A
+
+
+#: name -> function(Pass) -> low-resolution saliency (B, h, w) before the final ReLU.
+METHODS: dict[str, Callable[[Pass], torch.Tensor]] = {}
+#: the methods computed from (A, g) alone, with no extra forward.
+GRADIENT_METHODS: list[str] = []
+
+
+def register_method(name: str, gradient_only: bool = False):
+    """Decorator adding a method to :data:`METHODS` (and to :data:`GRADIENT_METHODS`)."""
+
+    def deco(fn: Callable[[Pass], torch.Tensor]) -> Callable[[Pass], torch.Tensor]:
+        METHODS[name] = fn
+        if gradient_only:
+            GRADIENT_METHODS.append(name)
+        return fn
+
+    return deco
+
+
+def _weighted_sum(weights: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bc,bchw->bhw", weights, A)
+
+
+# ---------------------------------------------------------------------------------------------
+# Channel-weight functions of (A, g)
+
+def gradcam_weights(A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017, Eq. 1): w_k = (1/Z) sum_ij g_kij."""
+    return g.mean(dim=(2, 3))
+
+
+def gradcampp_weights(A: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor,
+                      g3: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhyay et al. 2018, Eq. 19) from first/second/third gradient terms.
+
+    alpha_kij = g2_kij / (2 g2_kij + sum_ab A_kab g3_kij), alpha = 0 where the denominator is 0;
+    w_k = sum_ij alpha_kij ReLU(g1_kij). For Grad-CAM++ itself g1 = g, g2 = g^2, g3 = g^3;
+    SmoothGrad-CAM++ passes their means over noisy copies.
+
+    pytorch-grad-cam adds 1e-6 to the denominator (where it is non-zero); at EfficientNet-Lite0's
+    last layer g^2 is of that order, so that constant changes its maps (see the tests).
+    """
+    sum_A = A.sum(dim=(2, 3), keepdim=True)
+    alpha = safe_divide(g2, 2 * g2 + sum_A * g3)
+    return (alpha * g1.clamp(min=0)).sum(dim=(2, 3))
+
+
+def xgradcam_weights(A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM (Fu et al. 2020, Eq. 10): w_k = sum_ij (A_kij / sum_ab A_kab) g_kij.
+
+    A channel whose activations sum to zero (a dead channel) gets w_k = 0.
+    """
+    return safe_divide((A * g).sum(dim=(2, 3)), A.sum(dim=(2, 3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods computed from the single pass
+
+@register_method("gradcam", gradient_only=True)
+def _gradcam(p: Pass) -> torch.Tensor:
+    """Grad-CAM: L = ReLU(sum_k w_k A_k), w_k = mean_ij g_kij."""
+    return p.gradcam_terms.sum(dim=1)
+
+
+@register_method("gradcampp", gradient_only=True)
+def _gradcampp(p: Pass) -> torch.Tensor:
+    """Grad-CAM++: L = ReLU(sum_k w_k A_k) with Eq. 19's weights (:func:`gradcampp_weights`)."""
+    g = p.g
+    return _weighted_sum(gradcampp_weights(p.A, g, g * g, g * g * g), p.A)
+
+
+@register_method("xgradcam", gradient_only=True)
+def _xgradcam(p: Pass) -> torch.Tensor:
+    """XGrad-CAM: L = ReLU(sum_k w_k A_k) with :func:`xgradcam_weights`."""
+    return _weighted_sum(xgradcam_weights(p.A, p.g), p.A)
+
+
+@register_method("hirescam", gradient_only=True)
+def _hirescam(p: Pass) -> torch.Tensor:
+    """HiResCAM (Draelos & Carin 2020): L = ReLU(sum_k g_k * A_k), element-wise."""
+    return (p.g * p.A).sum(dim=1)
+
+
+@register_method("layercam", gradient_only=True)
+def _layercam(p: Pass) -> torch.Tensor:
+    """Layer-CAM (Jiang et al. 2021, Eq. 4-5): L = ReLU(sum_k ReLU(g_k) * A_k), element-wise."""
+    return (p.g.clamp(min=0) * p.A).sum(dim=1)
+
+
+def _chunks(n: int, size: int) -> Iterable[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@register_method("smoothgradcampp")
+def _smoothgradcampp(p: Pass) -> torch.Tensor:
+    """SmoothGrad-CAM++ (Omeiza et al. 2019).
+
+    n noisy copies x + N(0, (sigma * (max x - min x))^2) of each image go through the network (in
+    the batch dimension, ``chunk_size`` images per forward); with g^(s) the gradient at the target
+    layer for copy s, the averaged terms are G1 = mean_s g, G2 = mean_s g^2, G3 = mean_s g^3 and
+    alpha = G2 / (2 G2 + sum_ab A_ab G3) (0 where the denominator is 0),
+    w_k = sum_ij alpha ReLU(G1), L = ReLU(sum_k w_k A_k) with A from the clean image.
+
+    The n noise patterns are drawn once from a generator seeded with ``options.seed`` and shared by
+    every image of the batch (each scaled by its image's range), so the map of an image does not
+    depend on the batch it is computed in.
+    """
+    opts = p.options
+    n = opts.smooth_samples
+    if n < 1:
+        raise ValueError(f"smooth_samples must be >= 1, got {n}")
+    B = p.images.shape[0]
+    gen = torch.Generator(device=p.images.device).manual_seed(opts.seed)
+    noise = torch.randn((n, *p.images.shape[1:]), generator=gen, device=p.images.device)
+    flat = p.images.flatten(1)
+    scale = (opts.smooth_sigma * (flat.max(1).values - flat.min(1).values)).view(B, 1, 1, 1, 1)
+    noisy = (p.images[:, None] + scale * noise[None]).flatten(0, 1)  # (B*n, 3, H, W), image-major
+    targets = p.targets.repeat_interleave(n)
+    g1 = torch.zeros_like(p.A)
+    g2 = torch.zeros_like(p.A)
+    g3 = torch.zeros_like(p.A)
+    bb = p.black_box
+    per_chunk = max(1, opts.chunk_size)
+    with capture_layer(bb.model, bb.target_layer) as cap, torch.enable_grad():
+        for sl in _chunks(B * n, per_chunk):
+            logits = bb.model(noisy[sl])
+            g = layer_gradients(logits, targets[sl], cap.activations).detach()
+            idx = torch.arange(sl.start, sl.stop, device=g.device) // n
+            g1.index_add_(0, idx, g)
+            g2.index_add_(0, idx, g * g)
+            g3.index_add_(0, idx, g * g * g)
+    p.forwards["smoothgradcampp"] = B * n
+    return _weighted_sum(gradcampp_weights(p.A, g1 / n, g2 / n, g3 / n), p.A)
+
+
+def _minmax(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    lo = x.amin(dim=dims, keepdim=True)
+    hi = x.amax(dim=dims, keepdim=True)
+    return safe_divide(x - lo, hi - lo)
+
+
+@register_method("scorecam")
+def _scorecam(p: Pass) -> torch.Tensor:
+    """Score-CAM (Wang et al. 2020): w_k = softmax probability of the target for x * H_k.
+
+    H_k is channel k upsampled (bilinear) to the input and min-max normalised to [0, 1] (a flat
+    channel gives H_k = 0); the mask multiplies the [0, 1] image. L = ReLU(sum_k w_k A_k), as in
+    the authors' implementation. Cost: one forward per channel and image, so only the
+    ``scorecam_channels`` channels of largest mean activation per image are scored (default 64;
+    ``None``: all); the others get w_k = 0.
+    """
+    A = p.A
+    B, C = A.shape[:2]
+    k = C if p.options.scorecam_channels is None else min(C, p.options.scorecam_channels)
+    chosen = A.mean(dim=(2, 3)).topk(k, dim=1).indices  # (B, k)
+    size = tuple(p.images.shape[-2:])
+    scores = torch.empty(B * k, device=A.device, dtype=A.dtype)
+    bb = p.black_box
+    with torch.no_grad():
+        for sl in _chunks(B * k, max(1, p.options.chunk_size)):
+            j = torch.arange(sl.start, sl.stop, device=A.device)
+            b, c = j // k, chosen.flatten()[j]
+            masks = _minmax(upsample(A[b, c], size), dims=(1, 2))  # (n, H, W)
+            probs = bb.model(p.images[b] * masks[:, None]).softmax(dim=1)
+            scores[sl] = probs.gather(1, p.targets[b].view(-1, 1)).view(-1).to(A.dtype)
+    weights = torch.zeros(B, C, device=A.device, dtype=A.dtype)
+    weights.scatter_(1, chosen, scores.view(B, k))
+    p.forwards["scorecam"] = B * k
+    return _weighted_sum(weights, A)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) -> (B, H, W), bilinear, ``align_corners=False`` (identity when sizes match)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def normalize_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max normalise each map to [0, 1]; constant maps become zeros. Returns (maps, is_flat)."""
+    flat_view = maps.flatten(1)
+    lo = flat_view.min(dim=1).values.view(-1, 1, 1)
+    hi = flat_view.max(dim=1).values.view(-1, 1, 1)
+    is_flat = (hi == lo).view(-1)
+    return safe_divide(maps - lo, hi - lo), is_flat
+
+
+class Explanations(dict):
+    """``{method: (B, H, W) maps in [0, 1]}`` plus what the pass saw.
+
+    Attributes:
+        targets: (B,) explained classes.
+        logits: (B, K) logits of the clean images.
+        flat: ``{method: number of images whose map was all zero or constant}``.
+        forwards: ``{method: extra image forwards it needed}`` (the shared pass not counted).
+        low_res: ``{method: (B, h, w)}`` maps after the ReLU, before upsampling.
+    """
+
+    targets: torch.Tensor
+    logits: torch.Tensor
+    flat: dict[str, int]
+    forwards: dict[str, int]
+    low_res: dict[str, torch.Tensor]
+
+
+def _as_targets(targets, batch: int, device: torch.device, logits: torch.Tensor) -> torch.Tensor:
+    if targets is None:
+        return logits.argmax(dim=1)
+    t = torch.as_tensor(targets, device=device).long().view(-1)
+    if t.numel() != batch:
+        raise ValueError(f"got {t.numel()} targets for a batch of {batch} images; give exactly one "
+                         "class index per image (or targets=None for the predicted classes)")
+    n_classes = logits.shape[1]
+    if (t < 0).any() or (t >= n_classes).any():
+        raise ValueError(f"targets must be class indices in [0, {n_classes}); got {t.tolist()}")
+    return t
+
+
+def gradient_pass(black_box: BlackBox, images: torch.Tensor,
+                  targets: Sequence[int] | torch.Tensor | None = None,
+                  options: ExplainOptions | None = None) -> Pass:
+    """The single hooked forward + ``autograd.grad`` every gradient method is computed from."""
+    if images.ndim != 4:
+        raise ValueError(f"images must be a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
+    images = images.to(black_box.device)
+    with capture_layer(black_box.model, black_box.target_layer) as cap, torch.enable_grad():
+        logits = black_box.model(images)
+        if cap.activations is None:
+            raise RuntimeError(f"target layer {black_box.target_layer_name} of {black_box.name} "
+                               "was not run by the forward pass")
+        t = _as_targets(targets, images.shape[0], images.device, logits)
+        g = layer_gradients(logits, t, cap.activations)
+    return Pass(black_box, images, t, logits.detach(), cap.activations.detach(), g.detach(),
+                options or ExplainOptions())
+
+
+def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] = ("gradcam",),
+            targets: Sequence[int] | torch.Tensor | None = None,
+            options: ExplainOptions | None = None, **option_kwargs) -> Explanations:
+    """Maps of every method in ``methods`` for a batch, from one shared pass.
+
+    Args:
+        black_box: from :func:`paperlib.load_model` (or any :class:`BlackBox`).
+        images: (B, 3, H, W) in [0, 1], as the black box's ``preprocess`` gives them.
+        methods: names from :data:`METHODS`.
+        targets: one class index per image; ``None``: the predicted class. A list of the wrong
+            length is an error (never silently truncated).
+        options / option_kwargs: :class:`ExplainOptions` or its fields as keywords.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected names from {sorted(METHODS)}")
+    if options is None:
+        options = ExplainOptions(**option_kwargs)
+    elif option_kwargs:
+        raise TypeError("pass either options= or option keywords, not both")
+    p = gradient_pass(black_box, images, targets, options)
+    out = Explanations()
+    out.targets, out.logits, out.flat, out.low_res = p.targets, p.logits, {}, {}
+    size = tuple(p.images.shape[-2:])
+    for name in methods:
+        low = METHODS[name](p).clamp(min=0)
+        maps, is_flat = normalize_maps(upsample(low, size))
+        out[name] = maps
+        out.low_res[name] = low
+        out.flat[name] = int(is_flat.sum())
+    out.forwards = {m: p.forwards.get(m, 0) for m in methods}
+    return out

@@ -1,0 +1,308 @@
+"""ImageNet images with their labels, robust to the files one meets in practice.
+
+Two layouts are read:
+
+* **sample**: a flat folder of ``<wnid>_<name>.JPEG`` (the public "imagenet-sample-images" set,
+  one image per class; ``../shared/data/imagenet-sample`` holds the even class indices);
+* **imagenet-val**: one sub-folder per wnid holding that class's images (ImageNet's validation
+  set after the usual ``valprep`` step), so that a researcher with ImageNet can run at full scale.
+
+The label of an image is the index of its wnid among the 1000 ImageNet-1k wnids in sorted order
+(the output order of every ImageNet classifier; the list ships as ``imagenet1k_classes.tsv``).
+
+Bad input never stops a run and never shifts a label: labels are attached to files when the folder
+is listed, an unknown wnid is skipped at listing, and a file that cannot be decoded (corrupt,
+truncated, not an image) is skipped when it is read. Both are warned about, naming the file, and
+counted in :attr:`ImageDataset.report`. Grayscale, CMYK, RGBA, palette and 16-bit images are
+converted to 8-bit RGB (transparent pixels composited on white; 16-bit values rescaled, not
+clipped); EXIF orientation is applied.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .paths import PACKAGE_DIR, default_data_dir
+
+__all__ = [
+    "Batch",
+    "BadImageWarning",
+    "ImageDataset",
+    "LoadReport",
+    "SPLITS",
+    "imagenet_classes",
+    "iter_batches",
+    "load_images",
+    "read_rgb",
+]
+
+IMAGE_EXTENSIONS = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                    ".pgm"}
+_WNID = re.compile(r"^n\d{8}$")
+
+#: The sample-data split of the attention module: ``trained`` learns on class index = 0 (mod 4),
+#: every evaluation table uses class index = 2 (mod 4). They share no image.
+SPLITS: dict[str, tuple[int, int]] = {"train": (4, 0), "eval": (4, 2)}
+
+
+class BadImageWarning(UserWarning):
+    """A file was skipped: it could not be read as an image, or its class is unknown."""
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(wnids, names)`` of the 1000 ImageNet-1k classes, in class-index order."""
+    lines = (PACKAGE_DIR / "imagenet1k_classes.tsv").read_text().splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line.strip()]
+    assert [int(r[0]) for r in rows] == list(range(1000)), "corrupt imagenet1k_classes.tsv"
+    return tuple(r[1] for r in rows), tuple(r[2] for r in rows)
+
+
+@functools.lru_cache(maxsize=1)
+def _wnid_to_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(imagenet_classes()[0])}
+
+
+def read_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode ``path`` fully and return an 8-bit RGB image (see the module docstring).
+
+    Raises ``OSError``/``ValueError`` for anything that is not a readable image.
+    """
+    with Image.open(path) as im:
+        im.load()  # force the decode now: truncated files fail here, not later
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            arr = np.asarray(im, dtype=np.float64)
+            top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            im = Image.fromarray(arr, mode="L")
+        if im.mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "RGBa"):
+            rgba = im.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(background, rgba)
+        return im.convert("RGB")
+
+
+@dataclass
+class LoadReport:
+    """What a dataset skipped, and why; filled while listing and while reading."""
+
+    listed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def skip(self, file: str, reason: str) -> None:
+        if any(f == file for f, _ in self.skipped):
+            return
+        self.skipped.append((file, reason))
+        warnings.warn(f"skipped {file}: {reason}", BadImageWarning, stacklevel=3)
+
+    @property
+    def n_skipped(self) -> int:
+        return len(self.skipped)
+
+    def summary(self) -> str:
+        lines = [f"{self.listed} files listed, {self.n_skipped} skipped"]
+        lines += [f"  skipped {f}: {r}" for f, r in self.skipped]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Record:
+    path: Path
+    label: int
+    wnid: str
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """A list of (file, label) read from a folder; items are ``(PIL RGB image, label, file name)``.
+
+    Reading a bad file raises ``OSError``; :func:`iter_batches` skips and reports such files.
+    """
+
+    def __init__(self, root: Path, records: Sequence[Record], layout: str,
+                 report: LoadReport | None = None) -> None:
+        self.root = root
+        self.records = list(records)
+        self.layout = layout
+        self.report = report if report is not None else LoadReport(listed=len(self.records))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[Image.Image, int, str]:
+        r = self.records[i]
+        return read_rgb(r.path), r.label, self.file_name(i)
+
+    def file_name(self, i: int) -> str:
+        return str(self.records[i].path.relative_to(self.root))
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    @property
+    def files(self) -> list[str]:
+        return [self.file_name(i) for i in range(len(self))]
+
+    def _derive(self, records: Sequence[Record]) -> "ImageDataset":
+        # The report is shared: a file skipped while reading a subset is reported for the whole.
+        return ImageDataset(self.root, records, self.layout, self.report)
+
+    def split(self, name: str | None) -> "ImageDataset":
+        """The images of split ``name`` (:data:`SPLITS`); ``None`` or ``"all"``: every image."""
+        if name in (None, "all"):
+            return self
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {sorted(SPLITS)} or 'all'")
+        mod, rest = SPLITS[name]
+        return self._derive([r for r in self.records if r.label % mod == rest])
+
+    def subset(self, n_images: int | None) -> "ImageDataset":
+        """``n_images`` images spread evenly over the (class-sorted) list; ``None``: all of them.
+
+        Even spacing keeps a small run diverse (the first n files would all be fish and birds)
+        and is deterministic.
+        """
+        if n_images is None or n_images >= len(self):
+            return self
+        if n_images < 1:
+            raise ValueError(f"n_images must be a positive integer or None, got {n_images}")
+        idx = np.unique(np.linspace(0, len(self) - 1, n_images).round().astype(int))
+        return self._derive([self.records[i] for i in idx])
+
+
+def _list_sample(root: Path, report: LoadReport) -> list[Record]:
+    records = []
+    index = _wnid_to_index()
+    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+        report.listed += 1
+        wnid = path.name.split("_", 1)[0].split(".", 1)[0]
+        if wnid not in index:
+            report.skip(path.name, f"'{wnid}' is not an ImageNet-1k wnid (expected files named "
+                                   "<wnid>_<name>.JPEG)")
+            continue
+        records.append(Record(path, index[wnid], wnid))
+    return records
+
+
+def _list_val(root: Path, report: LoadReport) -> list[Record]:
+    records = []
+    index = _wnid_to_index()
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if folder.name not in index:
+            for path in files:
+                report.listed += 1
+                report.skip(str(path.relative_to(root)),
+                            f"folder '{folder.name}' is not an ImageNet-1k wnid")
+            continue
+        for path in files:
+            report.listed += 1
+            records.append(Record(path, index[folder.name], folder.name))
+    return records
+
+
+def load_images(path: str | os.PathLike | None = None) -> ImageDataset:
+    """The images under ``path`` (else ``$PAPERLIB_DATA``, else ``data/imagenet-sample``).
+
+    The layout is detected: sub-folders named by wnid -> imagenet-val; files -> sample.
+    Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` for one with no images.
+    """
+    root = Path(path).expanduser() if path is not None else default_data_dir()
+    where = ("the argument" if path is not None else
+             "$PAPERLIB_DATA" if os.environ.get("PAPERLIB_DATA") else "the default location")
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"image folder {root} (from {where}) does not exist; expected a folder of "
+            "<wnid>_<name>.JPEG files or one sub-folder per wnid. Set PAPERLIB_DATA, pass the "
+            "path, or run `make data` to download the public ImageNet sample")
+    report = LoadReport()
+    subdirs = [p for p in root.iterdir() if p.is_dir() and _WNID.match(p.name)]
+    if subdirs:
+        layout, records = "imagenet-val", _list_val(root, report)
+    else:
+        layout, records = "sample", _list_sample(root, report)
+    if not records:
+        raise ValueError(
+            f"no usable images in {root} (from {where}): {report.listed} files listed, "
+            f"{report.n_skipped} skipped; expected <wnid>_<name>.JPEG files or one sub-folder per "
+            "ImageNet wnid (n01440764/...)")
+    return ImageDataset(root, records, layout, report)
+
+
+@dataclass
+class Batch:
+    """Preprocessed images (B, 3, S, S) in [0, 1], with labels, file names and dataset indices."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    files: list[str]
+    indices: list[int]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+class _Preprocessed(torch.utils.data.Dataset):
+    """Items ``(tensor, label, file, index)``, or ``(None, label, file, index, error)`` when bad."""
+
+    def __init__(self, dataset: ImageDataset, preprocess: Callable, indices: Sequence[int]):
+        self.dataset, self.preprocess, self.indices = dataset, preprocess, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int):
+        i = self.indices[j]
+        r = self.dataset.records[i]
+        file = self.dataset.file_name(i)
+        try:
+            return self.preprocess(read_rgb(r.path)), r.label, file, i, None
+        except Exception as exc:  # noqa: BLE001 - any decode failure skips the file
+            return None, r.label, file, i, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(items):
+    return items
+
+
+def iter_batches(dataset: ImageDataset, preprocess: Callable, batch_size: int = 16,
+                 indices: Sequence[int] | None = None, num_workers: int = 0,
+                 device: torch.device | str | None = None) -> Iterator[Batch]:
+    """Batches of preprocessed images; unreadable files are skipped, warned about and reported.
+
+    A batch may hold fewer than ``batch_size`` images when files were skipped; an all-bad batch
+    is not yielded.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    indices = range(len(dataset)) if indices is None else indices
+    loader = torch.utils.data.DataLoader(_Preprocessed(dataset, preprocess, indices),
+                                         batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=_collate)
+    for items in loader:
+        good = []
+        for x, label, file, i, error in items:
+            if error is not None:
+                dataset.report.skip(file, f"not a readable image ({error})")
+            else:
+                good.append((x, label, file, i))
+        if not good:
+            continue
+        images = torch.stack([g[0] for g in good])
+        labels = torch.tensor([g[1] for g in good])
+        if device is not None:
+            images, labels = images.to(device), labels.to(device)
+        yield Batch(images, labels, [g[2] for g in good], [g[3] for g in good])

@@ -1,0 +1,77 @@
+"""The kit's one hook mechanism: capture a layer's output so gradients can be taken with respect to it.
+
+:func:`capture_layer` registers a forward hook on ``layer``; inside the ``with`` block every forward
+of the model stores that layer's output in :attr:`Capture.activations`. If the output does not
+require grad (the kit's black boxes have frozen parameters and their inputs need no gradient), the
+hook hands the rest of the network a detached leaf that does. The forward below the layer then
+builds no autograd graph at all, and :func:`layer_gradients` -- ``torch.autograd.grad`` of the
+target scores with respect to the activations -- back-propagates only through the head. Parameters'
+``.grad`` are never touched.
+
+On exit, always (exceptions included), the hook is removed and every module's train/eval flag is
+restored to what it was on entry.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["Capture", "capture_layer", "eval_mode", "layer_gradients"]
+
+
+@dataclass
+class Capture:
+    """Holds the captured activations of the last forward inside :func:`capture_layer`."""
+
+    activations: torch.Tensor | None = None
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module of ``model`` in eval mode; restore each module's own flag on exit."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextmanager
+def capture_layer(model: nn.Module, layer: nn.Module) -> Iterator[Capture]:
+    """Capture ``layer``'s output during forwards of ``model`` (in eval mode) within the block."""
+    capture = Capture()
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"target layer {type(module).__name__} returned "
+                            f"{type(output).__name__}; expected a tensor (B, C, h, w)")
+        if torch.is_grad_enabled() and not output.requires_grad:
+            output = output.detach().requires_grad_()
+        capture.activations = output
+        return output
+
+    with eval_mode(model):
+        handle = layer.register_forward_hook(hook)
+        try:
+            yield capture
+        finally:
+            handle.remove()
+
+
+def layer_gradients(logits: torch.Tensor, targets: torch.Tensor,
+                    activations: torch.Tensor) -> torch.Tensor:
+    """d logit[b, targets[b]] / d activations[b] for every b, in one ``autograd.grad`` call.
+
+    Images in a batch are independent (eval mode), so the gradient of the summed target logits is
+    each image's own gradient.
+    """
+    score = logits.gather(1, targets.view(-1, 1)).sum()
+    (grad,) = torch.autograd.grad(score, activations)
+    return grad
