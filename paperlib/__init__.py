@@ -16,6 +16,7 @@ tables and figures. Each step is a module:
 - :mod:`paperlib.plots`     -- figures
 """
 
+from . import attention as _attention  # noqa: F401  (registers the attention methods)
 from .cam import METHODS, ExplainOptions, Explanations, explain, gradient_pass
 from .data import imagenet_classes, iter_batches, load_images
 from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model

@@ -1,0 +1,305 @@
+"""The paper's method: channel + spatial attention (CBAM-style) over Grad-CAM's per-channel terms.
+
+An & Joe (2022), Sections 3.2-3.3. With F = (w_k A_k)_k (C x h x w), Grad-CAM's per-channel
+contributions at the target layer (from the same pass as every baseline):
+
+* channel attention (Eq. 6):  Mc = sigmoid(MLP(AvgPool(F)) + MLP(MaxPool(F))),  F' = Mc * F,
+  one MLP C -> C/r -> C (ReLU between, r = 16) shared by both pooled vectors;
+* spatial attention (Eq. 7):  Ms = sigmoid(conv7x7([AvgPool_c(F'); MaxPool_c(F')])), padding 3,
+  F'' = Ms * F';
+* map: ReLU(sum_k F''_k), then the pipeline's upsampling and per-image min-max normalisation.
+
+The paper does not say where the module's parameters come from. The kit offers three explicit
+answers, each a method of :func:`paperlib.explain`:
+
+``attention-fixed``
+    Parameter-free: the MLP is the identity and the 7x7 kernel a plain average of the two pooled
+    maps. F is tiny (gradients at Lite0's last layer are ~1e-3), so raw sigmoids would all sit at
+    ~0.5 and the variant would collapse into Grad-CAM. The gates are made scale-free by
+    standardising each descriptor before its sigmoid: with z(v) = (v - mean v) / std v
+    (population std over the C channels, resp. the h*w positions; z = 0 where std = 0),
+    Mc = sigmoid(z(AvgPool F) + z(MaxPool F)) and Ms = sigmoid(z(avg7x7([AvgPool_c F'; MaxPool_c F']))).
+``attention-trained``
+    A learned MLP and 7x7 convolution, trained once per black box and target layer with the
+    classifier frozen (:mod:`paperlib.attention_training`). Its inputs are standardised the same
+    way (z of each pooled descriptor, z of each pooled spatial map) so training does not depend on
+    F's scale. Checkpoints ship in ``paperlib/checkpoints/``.
+``attention-per-image``
+    The same learned module, its parameters fitted to each image for a fixed number of Adam steps
+    with the training objective, starting from the trained checkpoint (or a seeded initialisation
+    when the black box has none). Per-image parameters are batched: each image has its own copy
+    and its own gradient, so a batch equals single calls.
+
+Training objective (L-CAM / TAME style), on the [0, 1] map M at input resolution:
+``CE(f(x * M), y_hat) + l_area * mean(M ** 0.3) + l_tv * TV(M)``, TV(M) the mean squared
+difference of vertically and horizontally adjacent pixels; y_hat is the classifier's prediction.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cam import Pass, normalize_maps, register_method, safe_divide, upsample
+from .models import BlackBox
+from .paths import PACKAGE_DIR
+
+__all__ = [
+    "ATTENTION_METHODS",
+    "AttentionModule",
+    "AttentionOutput",
+    "attention_objective",
+    "checkpoint_path",
+    "differentiable_map",
+    "fixed_attention",
+    "load_trained",
+    "standardize",
+]
+
+ATTENTION_METHODS = ("attention-fixed", "attention-trained", "attention-per-image")
+KERNEL = 7
+CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"
+
+
+def standardize(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """z(v) = (v - mean) / std over ``dims`` (population std); exactly 0 where std == 0."""
+    mean = v.mean(dim=dims, keepdim=True)
+    std = v.var(dim=dims, keepdim=True, unbiased=False).sqrt()
+    return safe_divide(v - mean, std)
+
+
+def _channel_pool(F_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """AvgPool and MaxPool over space: two (B, C) descriptors."""
+    return F_.mean(dim=(2, 3)), F_.amax(dim=(2, 3))
+
+
+def _spatial_pool(F_: torch.Tensor) -> torch.Tensor:
+    """AvgPool_c and MaxPool_c over channels: (B, 2, h, w)."""
+    return torch.cat([F_.mean(dim=1, keepdim=True), F_.amax(dim=1, keepdim=True)], dim=1)
+
+
+@dataclass
+class AttentionOutput:
+    """F'' (B, C, h, w) with the gates that made it: Mc (B, C) and Ms (B, h, w)."""
+
+    refined: torch.Tensor
+    channel: torch.Tensor
+    spatial: torch.Tensor
+
+    @property
+    def saliency(self) -> torch.Tensor:
+        """sum_k F''_k (B, h, w), before the pipeline's ReLU."""
+        return self.refined.sum(dim=1)
+
+
+def fixed_attention(F_: torch.Tensor) -> AttentionOutput:
+    """The parameter-free variant (module docstring): identity MLP, 7x7 mean kernel, z-scored gates."""
+    avg, mx = _channel_pool(F_)
+    Mc = torch.sigmoid(standardize(avg, (1,)) + standardize(mx, (1,)))
+    F1 = Mc[:, :, None, None] * F_
+    kernel = torch.full((1, 2, KERNEL, KERNEL), 1.0 / (2 * KERNEL * KERNEL), device=F_.device,
+                        dtype=F_.dtype)
+    s = F.conv2d(_spatial_pool(F1), kernel, padding=KERNEL // 2)  # (B, 1, h, w)
+    Ms = torch.sigmoid(standardize(s, (1, 2, 3)))
+    return AttentionOutput(Ms * F1, Mc, Ms[:, 0])
+
+
+class AttentionModule(nn.Module):
+    """The learned CBAM module over F (module docstring), with parameters batched over images.
+
+    Every parameter has a leading dimension P: P = 1 shares one module across a batch (the
+    ``trained`` variant), P = B gives each image its own (the ``per-image`` variant, see
+    :meth:`per_image_copy`).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16, copies: int = 1) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.channels, self.reduction = channels, reduction
+        self.w1 = nn.Parameter(torch.empty(copies, channels, hidden))
+        self.b1 = nn.Parameter(torch.zeros(copies, hidden))
+        self.w2 = nn.Parameter(torch.empty(copies, hidden, channels))
+        self.b2 = nn.Parameter(torch.zeros(copies, channels))
+        self.conv_w = nn.Parameter(torch.empty(copies, 2, KERNEL, KERNEL))
+        self.conv_b = nn.Parameter(torch.zeros(copies))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear / nn.Conv2d's default (Kaiming-uniform with a = sqrt(5)) bound: 1/sqrt(fan_in)
+        for w, fan_in in ((self.w1, self.w1.shape[1]), (self.w2, self.w2.shape[1]),
+                          (self.conv_w, 2 * KERNEL * KERNEL)):
+            nn.init.uniform_(w, -1 / fan_in ** 0.5, 1 / fan_in ** 0.5)
+        for b in (self.b1, self.b2, self.conv_b):
+            nn.init.zeros_(b)
+
+    @property
+    def copies(self) -> int:
+        return self.w1.shape[0]
+
+    def _mlp(self, v: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(torch.matmul(v[:, None, :], self.w1)[:, 0] + self.b1)
+        return torch.matmul(h[:, None, :], self.w2)[:, 0] + self.b2
+
+    def forward(self, F_: torch.Tensor) -> AttentionOutput:
+        B, C, h, w = F_.shape
+        if C != self.channels:
+            raise ValueError(f"attention module expects {self.channels} channels, got {C}")
+        if self.copies not in (1, B):
+            raise ValueError(f"module holds {self.copies} parameter copies for a batch of {B}")
+        avg, mx = _channel_pool(F_)
+        Mc = torch.sigmoid(self._mlp(standardize(avg, (1,))) + self._mlp(standardize(mx, (1,))))
+        F1 = Mc[:, :, None, None] * F_
+        pooled = standardize(_spatial_pool(F1), (2, 3))  # (B, 2, h, w)
+        weight = self.conv_w.expand(B, -1, -1, -1)        # (B, 2, k, k): one group per image
+        bias = self.conv_b.expand(B)
+        s = F.conv2d(pooled.reshape(1, B * 2, h, w), weight, bias, padding=KERNEL // 2, groups=B)
+        Ms = torch.sigmoid(s.view(B, 1, h, w))
+        return AttentionOutput(Ms * F1, Mc, Ms[:, 0])
+
+    def per_image_copy(self, batch: int) -> "AttentionModule":
+        """A module with ``batch`` independent copies of this one's (single) parameter set."""
+        if self.copies != 1:
+            raise ValueError("per_image_copy expects a module with one parameter copy")
+        out = AttentionModule(self.channels, self.reduction, copies=batch).to(self.w1.device)
+        with torch.no_grad():
+            for (_, dst), (_, src) in zip(out.named_parameters(), self.named_parameters()):
+                dst.copy_(src.expand_as(dst))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Objective shared by training and per-image fitting
+
+def differentiable_map(saliency: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The pipeline's map (ReLU, bilinear upsampling, per-image min-max), differentiable."""
+    maps, _ = normalize_maps(upsample(saliency.clamp(min=0), size))
+    return maps
+
+
+def _area(M: torch.Tensor) -> torch.Tensor:
+    """mean(M ** 0.3) per image; the power's infinite slope at 0 is kept out of the graph."""
+    positive = M > 0
+    safe = torch.where(positive, M, torch.ones_like(M))
+    return torch.where(positive, safe ** 0.3, torch.zeros_like(M)).flatten(1).mean(dim=1)
+
+
+def _tv(M: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of vertically and of horizontally adjacent pixels, per image."""
+    dv = (M[:, 1:, :] - M[:, :-1, :]).pow(2).flatten(1).mean(dim=1)
+    dh = (M[:, :, 1:] - M[:, :, :-1]).pow(2).flatten(1).mean(dim=1)
+    return dv + dh
+
+
+def attention_objective(black_box: BlackBox, images: torch.Tensor, maps: torch.Tensor,
+                        targets: torch.Tensor, l_area: float,
+                        l_tv: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-image loss CE(f(x * M), y_hat) + l_area mean(M^0.3) + l_tv TV(M), and its parts."""
+    logits = black_box.model(images * maps[:, None])
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    area, tv = _area(maps), _tv(maps)
+    return ce + l_area * area + l_tv * tv, {"ce": ce, "area": area, "tv": tv}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+def checkpoint_path(black_box: BlackBox) -> Path:
+    """Where the ``trained`` checkpoint of this black box and target layer lives."""
+    return CHECKPOINT_DIR / f"attention_{black_box.name}_{black_box.target_layer_name}.pt"
+
+
+def save_checkpoint(module: AttentionModule, path: Path, config: dict) -> None:
+    """State dict (``.pt``) plus its config, split, seed and record (``.json`` beside it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, path)
+    path.with_suffix(".json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, device: str) -> tuple[AttentionModule, str]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"no trained attention checkpoint at {file}; train one with "
+            "`paperlib-train-attention --model <name>` (or pass attention={'checkpoint': path})")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    config = json.loads(file.with_suffix(".json").read_text())
+    module = AttentionModule(config["channels"], config["reduction"])
+    module.load_state_dict(state)
+    module.requires_grad_(False)
+    return module.to(device).eval(), json.dumps(config)
+
+
+def load_trained(black_box: BlackBox, checkpoint: str | Path | None = None
+                 ) -> tuple[AttentionModule, dict]:
+    """The ``trained`` module for this black box (cached) and its config."""
+    path = Path(checkpoint) if checkpoint is not None else checkpoint_path(black_box)
+    module, config = _load_cached(str(path.resolve()), str(black_box.device))
+    return module, json.loads(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# The three methods, registered with the CAM pipeline
+
+@register_method("attention-fixed")
+def _attention_fixed(p: Pass) -> torch.Tensor:
+    """Parameter-free channel + spatial attention over Grad-CAM's terms."""
+    return fixed_attention(p.gradcam_terms).saliency
+
+
+@register_method("attention-trained")
+def _attention_trained(p: Pass) -> torch.Tensor:
+    """The trained module (checkpoint per black box) over Grad-CAM's terms."""
+    module, _ = load_trained(p.black_box, p.options.attention.get("checkpoint"))
+    with torch.no_grad():
+        return module(p.gradcam_terms).saliency
+
+
+#: per-image fitting defaults (overridable through ``options.attention``)
+PER_IMAGE_DEFAULTS = {"steps": 10, "lr": 0.01}
+
+
+@register_method("attention-per-image")
+def _attention_per_image(p: Pass) -> torch.Tensor:
+    """The module fitted to each image: ``steps`` Adam steps (lr ``lr``) on the objective.
+
+    Starts from the trained checkpoint and uses its l_area / l_tv; without a checkpoint, from the
+    seeded default initialisation with l_area = 1, l_tv = 0 (a warning says so).
+    """
+    opts = {**PER_IMAGE_DEFAULTS, **p.options.attention}
+    bb, F_ = p.black_box, p.gradcam_terms
+    B, C = F_.shape[:2]
+    try:
+        base, config = load_trained(bb, opts.get("checkpoint"))
+        l_area, l_tv = config["l_area"], config["l_tv"]
+    except FileNotFoundError:
+        warnings.warn(f"{bb.name}: no trained attention checkpoint; attention-per-image starts "
+                      "from a seeded random initialisation with l_area=1, l_tv=0", stacklevel=2)
+        torch.manual_seed(p.options.seed)
+        base, l_area, l_tv = AttentionModule(C).to(F_.device), 1.0, 0.0
+    size = tuple(p.images.shape[-2:])
+    saliency = torch.empty(B, *F_.shape[2:], device=F_.device, dtype=F_.dtype)
+    chunk = max(1, p.options.chunk_size)
+    for start in range(0, B, chunk):
+        sl = slice(start, min(B, start + chunk))
+        n = sl.stop - sl.start
+        module = base.per_image_copy(n).requires_grad_(True)
+        opt = torch.optim.Adam(module.parameters(), lr=opts["lr"])
+        with torch.enable_grad():
+            for _ in range(opts["steps"]):
+                opt.zero_grad(set_to_none=True)
+                maps = differentiable_map(module(F_[sl]).saliency, size)
+                loss, _ = attention_objective(bb, p.images[sl], maps, p.targets[sl], l_area, l_tv)
+                loss.sum().backward()
+                opt.step()
+        with torch.no_grad():
+            saliency[sl] = module(F_[sl]).saliency
+    p.forwards["attention-per-image"] = B * opts["steps"]
+    return saliency

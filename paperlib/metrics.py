@@ -1,0 +1,244 @@
+"""Faithfulness metrics: one masking routine, many masked copies per forward.
+
+Conventions (every table states them):
+
+* Y is the softmax probability of the target class on the full image; the target is the class the
+  black box predicts on the full image unless ground-truth labels are passed.
+* An explanation input is ``E = x * M + fill * (1 - M)`` on the image **in [0, 1], before
+  normalisation** (the black boxes normalise inside). ``fill="black"`` (default) gives
+  ``E = x * M``; ``"mean"`` fills with the image's mean colour; ``"blur"`` with the image blurred.
+  O is the target's probability on E.
+* Soft map (Table 3): M is the [0, 1] map itself.
+  Average Drop (Eq. 8) = mean_i max(0, Y_i - O_i) / Y_i * 100;
+  % Increase (Eq. 9) = mean_i 1[Y_i < O_i] * 100.
+* Percentage-in (Table 4): M keeps exactly the top k% pixels of the map (k in 5, 10, 20, 25, 50),
+  ``round(k/100 * H*W)`` pixels; ties are broken by pixel index (row-major, lower first).
+* Deletion / insertion (RISE, Petsiuk et al. 2018): pixels are removed (set to the fill) or
+  inserted (onto a blurred copy of the image) most salient first, in ``steps`` equal steps; the AUC
+  is the trapezoidal area under probability-vs-fraction on [0, 1]. The curves' shared endpoints
+  (full image, all-fill image, blurred image) are computed once per image, not once per method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+
+from .models import BlackBox
+
+__all__ = [
+    "FILLS",
+    "FRACTIONS",
+    "MetricConfig",
+    "average_drop",
+    "evaluate_batch",
+    "fill_images",
+    "increase",
+    "keep_top",
+    "masked_inputs",
+    "pixel_ranks",
+    "score_inputs",
+]
+
+FILLS = ("black", "mean", "blur")
+#: Table 4's percentages.
+FRACTIONS = (5, 10, 20, 25, 50)
+_BLUR_KERNEL, _BLUR_SIGMA = 11, 5.0  # RISE's insertion baseline
+
+
+def average_drop(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
+    """Eq. 8: mean(max(0, Y - O) / Y) * 100."""
+    Y, O = np.asarray(Y, dtype=np.float64), np.asarray(O, dtype=np.float64)
+    return float(np.mean(np.maximum(0.0, Y - O) / Y) * 100.0)
+
+
+def increase(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
+    """Eq. 9: mean(1[Y < O]) * 100."""
+    Y, O = np.asarray(Y, dtype=np.float64), np.asarray(O, dtype=np.float64)
+    return float(np.mean(Y < O) * 100.0)
+
+
+def fill_images(images: torch.Tensor, fill: str) -> torch.Tensor:
+    """What removed pixels become: black (0), the image's mean colour, or the image blurred."""
+    if fill == "black":
+        return torch.zeros_like(images)
+    if fill == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+    if fill == "blur":
+        return blurred(images)
+    raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}")
+
+
+def blurred(images: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur (kernel 11, sigma 5): RISE's insertion baseline."""
+    return TF.gaussian_blur(images, kernel_size=_BLUR_KERNEL, sigma=_BLUR_SIGMA)
+
+
+def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) -> (B, H*W) rank of each pixel, 0 = most salient; ties: lower index first."""
+    flat = maps.flatten(1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return ranks
+
+
+def keep_top(ranks: torch.Tensor, n: int | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Binary (B, H, W) masks keeping the ``n`` top-ranked pixels of each map."""
+    n = torch.as_tensor(n, device=ranks.device).view(-1, 1)
+    return (ranks < n).view(-1, *shape).to(torch.float32)
+
+
+def n_pixels(fraction_percent: float, total: int) -> int:
+    """How many pixels k% of ``total`` is: ``round(k/100 * total)``."""
+    return int(round(fraction_percent / 100.0 * total))
+
+
+def masked_inputs(images: torch.Tensor, masks: torch.Tensor, fills: torch.Tensor) -> torch.Tensor:
+    """The kit's one masking routine: ``x * M + fill * (1 - M)`` with M (B, H, W) in [0, 1]."""
+    m = masks[:, None].to(images.dtype)
+    return images * m + fills * (1 - m)
+
+
+@torch.no_grad()
+def score_inputs(black_box: BlackBox, inputs: torch.Tensor,
+                 targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward: softmax probability of ``targets[i]`` for ``inputs[i]``, and whether the
+    black box's top-1 class on ``inputs[i]`` is ``targets[i]``."""
+    probs = black_box.model(inputs).float().softmax(dim=1)
+    return probs.gather(1, targets.view(-1, 1)).view(-1), probs.argmax(dim=1) == targets
+
+
+@dataclass
+class MetricConfig:
+    """How explanations are scored (recorded with every result)."""
+
+    fill: str = "black"
+    fractions: tuple[int, ...] = FRACTIONS
+    curve_steps: int = 16
+    chunk_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.fill not in FILLS:
+            raise ValueError(f"unknown fill {self.fill!r}; expected one of {FILLS}")
+        if self.curve_steps < 1:
+            raise ValueError(f"curve_steps must be >= 1, got {self.curve_steps}")
+        bad = [k for k in self.fractions if not 0 < k <= 100]
+        if bad:
+            raise ValueError(f"fractions are percentages in (0, 100]; got {bad}")
+
+
+@dataclass
+class _Job:
+    """One masked copy: image b, mask from method's map, onto base/fill images."""
+
+    b: int
+    method: str
+    kind: str       # "soft" | "top" | "del" | "ins"
+    param: int      # k% for "top", step t for "del"/"ins"
+
+
+@dataclass
+class BatchScores:
+    """Per-image scores of a batch: ``Y`` (B,), and per method a dict of (B,) or (B, T) arrays."""
+
+    Y: np.ndarray
+    target: np.ndarray                  # (B,) the target (predicted class unless labels given)
+    per_method: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    forwards: int = 0
+
+
+def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str, torch.Tensor],
+                   targets: torch.Tensor | None = None, config: MetricConfig | None = None,
+                   clean_logits: torch.Tensor | None = None) -> BatchScores:
+    """Every metric for every method's maps on one batch, in chunked forwards of masked copies.
+
+    Returns per method: ``O_soft`` (B,), ``O_top{k}`` and ``agree_top{k}`` (B,) for each k,
+    ``deletion`` and ``insertion`` curves (B, steps+1) with their ``deletion_auc`` and
+    ``insertion_auc`` (B,). ``forwards`` counts every image forward made (clean one included
+    unless ``clean_logits`` were given).
+    """
+    cfg = config or MetricConfig()
+    images = images.to(black_box.device)
+    B, _, H, W = images.shape
+    total = H * W
+    forwards = 0
+    with torch.no_grad():
+        if clean_logits is None:
+            clean_logits = black_box.model(images)
+            forwards += B
+        clean = clean_logits.float().softmax(dim=1)
+        t = clean.argmax(dim=1) if targets is None else torch.as_tensor(targets).to(images.device)
+        if t.numel() != B:
+            raise ValueError(f"got {t.numel()} targets for a batch of {B} images")
+        Y = clean.gather(1, t.view(-1, 1)).view(-1)
+        fill = fill_images(images, cfg.fill)
+        blur = blurred(images)
+        # shared curve endpoints: everything deleted (= fill), nothing inserted (= blurred)
+        ends, _ = score_inputs(black_box, torch.cat([fill, blur]), torch.cat([t, t]))
+        forwards += 2 * B
+        del_end, ins_start = ends[:B], ends[B:]
+        steps = cfg.curve_steps
+        n_step = [n_pixels(100.0 * s / steps, total) for s in range(steps + 1)]
+
+        ranks = {m: pixel_ranks(mp.to(images.device)) for m, mp in maps.items()}
+        jobs: list[_Job] = []
+        for m in maps:
+            for b in range(B):
+                jobs.append(_Job(b, m, "soft", 0))
+                jobs += [_Job(b, m, "top", k) for k in cfg.fractions]
+                jobs += [_Job(b, m, "del", s) for s in range(1, steps)]
+                jobs += [_Job(b, m, "ins", s) for s in range(1, steps)]
+
+        def build(chunk: list[_Job]) -> tuple[torch.Tensor, torch.Tensor]:
+            bs = torch.tensor([j.b for j in chunk], device=images.device)
+            masks = torch.empty(len(chunk), H, W, device=images.device)
+            fills = fill[bs].clone()
+            for i, j in enumerate(chunk):
+                r = ranks[j.method][j.b: j.b + 1]
+                if j.kind == "soft":
+                    masks[i] = maps[j.method][j.b].to(images.device)
+                elif j.kind == "top":
+                    masks[i] = keep_top(r, n_pixels(j.param, total), (H, W))[0]
+                elif j.kind == "del":
+                    masks[i] = 1 - keep_top(r, n_step[j.param], (H, W))[0]
+                else:
+                    masks[i] = keep_top(r, n_step[j.param], (H, W))[0]
+                    fills[i] = blur[j.b]
+            return masked_inputs(images[bs], masks, fills), t[bs]
+
+        prob = torch.empty(len(jobs), device=images.device)
+        agree = torch.empty(len(jobs), dtype=torch.bool, device=images.device)
+        for start in range(0, len(jobs), cfg.chunk_size):
+            chunk = jobs[start: start + cfg.chunk_size]
+            x, tt = build(chunk)
+            sl = slice(start, start + len(chunk))
+            prob[sl], agree[sl] = score_inputs(black_box, x, tt)
+            forwards += len(chunk)
+
+    prob_np, agree_np = prob.cpu().numpy().astype(np.float64), agree.cpu().numpy()
+    Y_np = Y.cpu().numpy().astype(np.float64)
+    fractions_x = np.array(n_step, dtype=np.float64) / total
+    result = BatchScores(Y=Y_np, target=t.cpu().numpy(), forwards=forwards)
+    index = {(j.method, j.kind, j.param, j.b): i for i, j in enumerate(jobs)}
+    for m in maps:
+        def col(kind: str, param: int, values: np.ndarray = prob_np) -> np.ndarray:
+            return np.array([values[index[(m, kind, param, b)]] for b in range(B)])
+
+        r: dict[str, np.ndarray] = {"O_soft": col("soft", 0)}
+        for k in cfg.fractions:
+            r[f"O_top{k}"] = col("top", k)
+            r[f"agree_top{k}"] = col("top", k, agree_np).astype(np.float64)
+        deletion = np.column_stack([Y_np] + [col("del", s) for s in range(1, steps)]
+                                   + [del_end.cpu().numpy().astype(np.float64)])
+        insertion = np.column_stack([ins_start.cpu().numpy().astype(np.float64)]
+                                    + [col("ins", s) for s in range(1, steps)] + [Y_np])
+        r["deletion"], r["insertion"] = deletion, insertion
+        r["deletion_auc"] = np.trapezoid(deletion, fractions_x, axis=1)
+        r["insertion_auc"] = np.trapezoid(insertion, fractions_x, axis=1)
+        result.per_method[m] = r
+    return result
