@@ -155,8 +155,13 @@ def map_state_dict_by_order(source: "OrderedDict[str, torch.Tensor]",
     anything else raises ``ValueError`` naming the first offending pair.
     """
     if len(source) != len(target):
+        n = min(len(source), len(target))
+        if len(source) > n:
+            first = f"the first extra tensor in the file is '{list(source)[n]}'"
+        else:
+            first = f"the first tensor with no counterpart in the file is '{list(target)[n]}'"
         raise ValueError(f"{what}: the weights file holds {len(source)} tensors but the "
-                         f"architecture expects {len(target)}")
+                         f"architecture expects {len(target)}; {first}")
     mapped: OrderedDict[str, torch.Tensor] = OrderedDict()
     for i, ((src_name, src), (dst_name, dst)) in enumerate(zip(source.items(), target.items())):
         if tuple(src.shape) != tuple(dst.shape):
