@@ -18,6 +18,7 @@ No constant is added to any formula: where a denominator is zero the affected te
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -290,6 +291,7 @@ class Explanations(dict):
         flat: ``{method: number of images whose map was all zero or constant}``.
         forwards: ``{method: extra image forwards it needed}`` (the shared pass not counted).
         low_res: ``{method: (B, h, w)}`` maps after the ReLU, before upsampling.
+        seconds: ``{method: wall seconds}``, plus ``"pass"`` for the shared forward/backward.
     """
 
     targets: torch.Tensor
@@ -297,6 +299,14 @@ class Explanations(dict):
     flat: dict[str, int]
     forwards: dict[str, int]
     low_res: dict[str, torch.Tensor]
+    seconds: dict[str, float]
+
+
+def _clock(device: torch.device) -> float:
+    """Wall time, after waiting for queued CUDA work so that timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def _as_targets(targets, batch: int, device: torch.device, logits: torch.Tensor) -> torch.Tensor:
@@ -350,15 +360,20 @@ def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] = 
         options = ExplainOptions(**option_kwargs)
     elif option_kwargs:
         raise TypeError("pass either options= or option keywords, not both")
+    device = black_box.device
+    start = _clock(device)
     p = gradient_pass(black_box, images, targets, options)
     out = Explanations()
     out.targets, out.logits, out.flat, out.low_res = p.targets, p.logits, {}, {}
+    out.seconds = {"pass": _clock(device) - start}
     size = tuple(p.images.shape[-2:])
     for name in methods:
+        start = _clock(device)
         low = METHODS[name](p).clamp(min=0)
         maps, is_flat = normalize_maps(upsample(low, size))
         out[name] = maps
         out.low_res[name] = low
         out.flat[name] = int(is_flat.sum())
+        out.seconds[name] = _clock(device) - start
     out.forwards = {m: p.forwards.get(m, 0) for m in methods}
     return out

@@ -1,0 +1,94 @@
+"""The kit's one results cache: per-image rows, written incrementally, resumable, atomic.
+
+A run is identified by its configuration (model, data, split, n_images, fill, seed, methods and
+their options...). The cache folder is ``<root>/<name>-<hash of the configuration>``: a changed
+parameter gives another folder, so old and new results never mix.
+
+Each finished batch is one ``part-NNNNN.csv`` (its rows) with ``part-NNNNN.json`` beside it (its
+timings and forward counts). Both are written to a temporary file and renamed into place, the
+JSON first: a part exists only once complete, and an interrupted run loses at most the batch in
+flight. A rerun reads the parts, skips the images they hold and computes only the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+__all__ = ["ResultsCache", "atomic_write_text", "config_hash"]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable 12-hex-digit hash of a JSON-serialisable configuration."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ResultsCache:
+    """Per-image results of one configuration under ``root``."""
+
+    def __init__(self, root: str | os.PathLike, name: str, config: dict[str, Any]) -> None:
+        self.config = json.loads(json.dumps(config, sort_keys=True, default=str))
+        self.key = config_hash(self.config)
+        self.dir = Path(root) / f"{name}-{self.key}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg_file = self.dir / "config.json"
+        if cfg_file.exists():
+            stored = json.loads(cfg_file.read_text())
+            if stored != self.config:
+                raise RuntimeError(f"{cfg_file} holds another configuration than this run's "
+                                   "(hash collision or a hand-edited file); remove the folder")
+        else:
+            atomic_write_text(cfg_file, json.dumps(self.config, indent=2, sort_keys=True) + "\n")
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.csv"))
+
+    def load(self) -> pd.DataFrame:
+        """Every cached row (empty frame when nothing is cached yet)."""
+        parts = self._parts()
+        if not parts:
+            return pd.DataFrame()
+        return pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
+
+    def done(self, column: str = "file") -> set:
+        """Values of ``column`` present in the cache (the images already computed)."""
+        frame = self.load()
+        return set(frame[column]) if len(frame) else set()
+
+    def batch_stats(self) -> list[dict[str, Any]]:
+        """The per-batch records (timings, forward counts) of every completed part."""
+        return [json.loads(p.with_suffix(".json").read_text()) for p in self._parts()
+                if p.with_suffix(".json").exists()]
+
+    def write_batch(self, rows: Iterable[dict[str, Any]], stats: dict[str, Any] | None = None
+                    ) -> Path:
+        """Atomically add one batch: its rows and, beside them, its stats."""
+        frame = pd.DataFrame(list(rows))
+        existing = self._parts()
+        number = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        part = self.dir / f"part-{number:05d}.csv"
+        atomic_write_text(part.with_suffix(".json"), json.dumps(stats or {}, sort_keys=True))
+        atomic_write_text(part, frame.to_csv(index=False))
+        return part

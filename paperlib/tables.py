@@ -1,0 +1,159 @@
+"""Tables 3 and 4 (and the paired tests) from the per-image rows, written as CSV, Markdown, LaTeX.
+
+The CSV holds every number with its interval bounds (``<col>``, ``<col>_lo``, ``<col>_hi``);
+Markdown and LaTeX show ``mean [lo, hi]``. Every cell is a mean over images with a 95% percentile
+bootstrap interval (:func:`paperlib.stats.bootstrap_ci`, seeded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
+from .stats import bootstrap_ci, holm, paired_wilcoxon
+
+__all__ = ["READOUTS", "formatted", "table3", "table4", "curves_table", "trend_check",
+           "wilcoxon_table", "write_table"]
+
+#: Table 4 read-outs: column prefix in the per-image rows -> label.
+READOUTS = {"O_top": "mean O (%)", "drop_top": "Average Drop (%)",
+            "increase_top": "% Increase", "agree_top": "top-1 agreement (%)"}
+
+
+def _cells(values: np.ndarray, name: str, seed: int, scale: float = 1.0) -> dict[str, float]:
+    ci = bootstrap_ci(np.asarray(values, dtype=float) * scale, seed=seed)
+    return {name: ci.mean, f"{name}_lo": ci.low, f"{name}_hi": ci.high}
+
+
+def _by_method(frame: pd.DataFrame, methods: Sequence[str]):
+    for m in methods:
+        sub = frame[frame["method"] == m].sort_values("file")
+        if len(sub):
+            yield m, sub
+
+
+def table3(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.DataFrame:
+    """Average Drop (Eq. 8) and % Increase (Eq. 9) of the soft map, per method, with intervals."""
+    rows = []
+    for m, sub in _by_method(frame, methods):
+        row = {"method": m, "n_images": len(sub), "flat_maps": int(sub["flat_map"].sum())}
+        row.update(_cells(sub["drop_soft"], "avg_drop", seed))
+        row.update(_cells(sub["increase_soft"], "increase", seed))
+        paper = PAPER_TABLE3.get(m, {})
+        row["paper_avg_drop"] = paper.get("avg_drop")
+        row["paper_increase"] = paper.get("increase")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table4(frame: pd.DataFrame, methods: Sequence[str], fractions: Sequence[int],
+           seed: int = 0) -> pd.DataFrame:
+    """Percentage-in: for each k, mean O (%), Average Drop, % Increase, top-1 agreement."""
+    rows = []
+    for m, sub in _by_method(frame, methods):
+        row: dict = {"method": m, "n_images": len(sub)}
+        for prefix in READOUTS:
+            for k in fractions:
+                scale = 100.0 if prefix == "O_top" else 1.0
+                row.update(_cells(sub[f"{prefix}{k}"], f"{prefix}{k}", seed, scale))
+        for k in fractions:
+            row[f"paper_top{k}"] = PAPER_TABLE4.get(m, {}).get(k)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curves_table(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.DataFrame:
+    """Deletion AUC (lower is better) and insertion AUC (higher is better), with intervals."""
+    rows = []
+    for m, sub in _by_method(frame, methods):
+        row = {"method": m, "n_images": len(sub)}
+        row.update(_cells(sub["deletion_auc"], "deletion_auc", seed))
+        row.update(_cells(sub["insertion_auc"], "insertion_auc", seed))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequence[str],
+                   columns: Sequence[str] = ("drop_soft", "increase_soft")) -> pd.DataFrame:
+    """Paired two-sided Wilcoxon signed-rank test, each baseline vs each variant, per column.
+
+    ``mean_diff`` is variant minus baseline; p-values are also Holm-adjusted over the table.
+    """
+    rows = []
+    per = {m: sub for m, sub in _by_method(frame, list(baselines) + list(variants))}
+    for col in columns:
+        for b in baselines:
+            for v in variants:
+                if b not in per or v not in per:
+                    continue
+                x, y = per[v][col].to_numpy(), per[b][col].to_numpy()
+                stat, p = paired_wilcoxon(x, y)
+                rows.append({"metric": col, "baseline": b, "variant": v,
+                             "mean_diff": float(np.mean(x - y)), "statistic": stat, "p": p})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = holm(out["p"])
+    return out
+
+
+def trend_check(t4: pd.DataFrame, fractions: Sequence[int], method: str = "gradcam"
+                ) -> pd.DataFrame:
+    """Which read-out follows the paper's Table 4 trend for ``method``?
+
+    For each read-out: Spearman and Pearson correlation of our values with the paper's over k,
+    whether ours increase with k like the paper's, and the largest absolute difference.
+    """
+    from scipy.stats import pearsonr, spearmanr
+
+    paper = PAPER_TABLE4.get(method, {})
+    ks = [k for k in fractions if paper.get(k) is not None]
+    row = t4[t4["method"] == method]
+    if len(ks) < 3 or not len(row):
+        return pd.DataFrame()
+    p = np.array([paper[k] for k in ks])
+    out = []
+    for prefix, label in READOUTS.items():
+        ours = np.array([float(row[f"{prefix}{k}"].iloc[0]) for k in ks])
+        same = bool(np.all(np.diff(ours) * np.sign(np.diff(p)) >= 0))
+        out.append({"readout": label, "ours": np.round(ours, 2).tolist(), "paper": p.tolist(),
+                    "spearman": float(spearmanr(ours, p)[0]) if np.ptp(ours) else np.nan,
+                    "pearson": float(pearsonr(ours, p)[0]) if np.ptp(ours) else np.nan,
+                    "same_direction_every_step": same,
+                    "max_abs_diff": float(np.max(np.abs(ours - p)))})
+    return pd.DataFrame(out)
+
+
+def formatted(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """``col`` + ``col_lo`` + ``col_hi`` -> one ``mean [lo, hi]`` string column; others kept."""
+    out = {}
+    cols = list(table.columns)
+    for c in cols:
+        if c.endswith("_lo") or c.endswith("_hi"):
+            continue
+        if f"{c}_lo" in cols and f"{c}_hi" in cols:
+            out[c] = [f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+                      for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
+        elif c.startswith("paper_"):
+            out[c] = ["n/a" if v is None or (isinstance(v, float) and np.isnan(v))
+                      else f"{v:.{digits}f}" for v in table[c]]
+        else:
+            out[c] = table[c].tolist()
+    return pd.DataFrame(out)
+
+
+def write_table(table: pd.DataFrame, stem: str | Path, caption: str = "",
+                display: pd.DataFrame | None = None) -> list[Path]:
+    """``stem.csv`` (all numbers), ``stem.md`` and ``stem.tex`` (formatted), caption on top."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    display = formatted(table) if display is None else display
+    csv, md, tex = stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex")
+    table.to_csv(csv, index=False)
+    md.write_text((f"{caption}\n\n" if caption else "") + display.to_markdown(index=False) + "\n")
+    latex = display.to_latex(index=False, caption=caption or None, escape=True)
+    tex.write_text(latex)
+    return [csv, md, tex]
