@@ -35,8 +35,11 @@ def data_dir() -> Path:
     """The real ImageNet sample folder (skips the test when there is none)."""
     path = _data_dir()
     if path is None:
-        pytest.skip("no ImageNet sample images: set PAPERLIB_DATA to a folder of "
-                    f"<wnid>_<name>.JPEG files (looked for $PAPERLIB_DATA and {_SHARED_SAMPLE})")
+        value = os.environ.get("PAPERLIB_DATA")
+        where = (f"PAPERLIB_DATA={value} is not a folder" if value else
+                 f"PAPERLIB_DATA is unset and {_SHARED_SAMPLE} does not exist")
+        pytest.skip(f"no ImageNet sample images ({where}); set PAPERLIB_DATA to a folder of "
+                    "<wnid>_<name>.JPEG files")
     return path
 
 
