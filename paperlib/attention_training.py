@@ -42,7 +42,7 @@ class TrainConfig:
     lr: float = 0.01
     reduction: int = 16
     seed: int = 0
-    grid_l_area: tuple[float, ...] = (0.5, 1.0, 2.0)
+    grid_l_area: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     grid_l_tv: tuple[float, ...] = (0.0, 1000.0)  # TV of a bilinear 224-px map is ~1e-4
     holdout_every: int = 5
     criterion_fractions: tuple[int, ...] = (10, 25, 50)

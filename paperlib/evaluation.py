@@ -177,6 +177,8 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
     new_batches = 0
     for batch in iter_batches(subset, black_box.preprocess, settings.batch_size, indices=todo,
                               device=black_box.device):
+        if max_batches is not None and new_batches >= max_batches:
+            break
         targets = batch.labels if settings.target == "label" else None
         ex = explain(black_box, batch.images, settings.methods, targets=targets, options=options)
         floor = measure_floor(black_box, batch.images, settings.chunk_size)
@@ -196,8 +198,6 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
         new_batches += 1
         if bar is not None:
             bar.update(len(batch))
-        if max_batches is not None and new_batches >= max_batches:
-            break
     if bar is not None:
         bar.close()
     return Evaluation(cache.load(), cache.batch_stats(), settings, cache.dir, black_box.name,

@@ -74,8 +74,12 @@ def fill_images(images: torch.Tensor, fill: str) -> torch.Tensor:
 
 
 def blurred(images: torch.Tensor) -> torch.Tensor:
-    """Gaussian blur (kernel 11, sigma 5): RISE's insertion baseline."""
-    return TF.gaussian_blur(images, kernel_size=_BLUR_KERNEL, sigma=_BLUR_SIGMA)
+    """Gaussian blur (kernel 11, sigma 5, reflect padding): RISE's insertion baseline.
+
+    Images smaller than 6 pixels get the largest kernel reflect padding allows (2 * size - 1).
+    """
+    kernel = min(_BLUR_KERNEL, 2 * min(images.shape[-2:]) - 1)
+    return TF.gaussian_blur(images, kernel_size=kernel, sigma=_BLUR_SIGMA)
 
 
 def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:

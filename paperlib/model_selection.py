@@ -90,8 +90,8 @@ def table2(rows: dict[str, pd.DataFrame], unavailable: dict[str, str] | None = N
             rec[col], rec[f"{col}_lo"], rec[f"{col}_hi"] = ci.mean, ci.low, ci.high
         records.append(rec)
     for name, reason in (unavailable or {}).items():
-        records.append({"model": name, "n_images": 0, "available": False,
-                        "note": reason.split(". To use")[0]})
+        short = reason.split(". To use")[0].split(" (")[0].split(": ", 1)[-1]
+        records.append({"model": name, "n_images": 0, "available": False, "note": short})
     return pd.DataFrame(records)
 
 

@@ -264,7 +264,8 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_model(name: str = "efficientnet_lite0", device: str | torch.device | None = "auto",
-               weights: str | os.PathLike | None = None, download: bool | None = None) -> BlackBox:
+               weights: str | os.PathLike | None = None, download: bool | None = None,
+               target_layer: str | None = None) -> BlackBox:
     """Load a black box by name, in eval mode, on ``device``.
 
     Args:
@@ -275,6 +276,8 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device | No
             ``"random"`` for an untrained network (tests only; a warning says so).
         download: allow downloading torchvision weights; default: yes unless the environment
             variable ``PAPERLIB_OFFLINE`` is set.
+        target_layer: a module name inside the network (``"blocks.6"``) to explain instead of
+            the default last stage (``bn2`` / ``layer4`` / ``features.35`` / ``inception5b``).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown black box {name!r}; expected one of {', '.join(MODEL_NAMES)}")
@@ -298,6 +301,12 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device | No
     model = nn.Sequential(OrderedDict(normalize=Normalize(mean, std), net=net)).eval()
     for p in model.parameters():
         p.requires_grad_(False)  # the classifier is a frozen black box; explanations never train it
+    if target_layer is not None:
+        names = dict(net.named_modules())
+        if target_layer not in names or not target_layer:
+            raise ValueError(f"{name} has no module {target_layer!r}; module names look like "
+                             f"{', '.join(list(names)[1:6])}, ...")
+        layer = target_layer
     dev = resolve_device(device)
     model.to(dev, memory_format=torch.channels_last)
     return BlackBox(name=name, model=model, preprocess=preprocess,

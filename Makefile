@@ -1,0 +1,45 @@
+# The kit's two commands: `make reproduce` (tables and figures) and `make test`.
+# Everything else is a step they run, or a tool for developers.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Extra arguments for paperlib.reproduce, e.g. make reproduce ARGS="--device cuda"
+ARGS   ?=
+
+.PHONY: reproduce test env data lab train-attention benchmark readme
+
+reproduce: env data
+	$(PY) -m paperlib.reproduce $(ARGS)
+
+# Unit tests, then every notebook re-executed by nbval (outputs marked NBVAL_CHECK_OUTPUT compared);
+# notebooks write into temporary folders, never into results/ and figures/.
+test: env data
+	PAPERLIB_RESULTS=$$(mktemp -d) PAPERLIB_FIGURES=$$(mktemp -d) \
+	  $(PY) -m pytest -q --nbval-lax --durations=15 tests notebooks
+
+# The virtual environment with the kit installed (editable) and its Jupyter kernel "paperlib".
+env: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name paperlib --display-name "Python (paperlib)" >/dev/null
+	touch $(STAMP)
+
+# Images: $PAPERLIB_DATA, else data/imagenet-sample; downloaded (pinned) only when missing.
+data: env
+	$(PY) -m paperlib.download
+
+# Open the notebooks interactively with the kit's kernel.
+lab: env
+	$(VENV)/bin/jupyter lab notebooks/
+
+train-attention: env data
+	$(PY) -m paperlib.attention_training --model efficientnet_lite0
+
+benchmark: env data
+	$(PY) benchmarks/bench_cam.py
+
+readme: env
+	$(PY) -m paperlib.readme
