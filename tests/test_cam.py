@@ -521,3 +521,21 @@ def test_gradcampp_exact_and_against_pytorch_grad_cam(lite0, lite0_batch, lite0_
     print(f"\ngradcampp: exact vs float64 Eq.19 {diff_a:.3g} (7x7: {diff_a_low:.3g}); "
           f"with +1e-6 vs pytorch-grad-cam {diff_b:.3g}; exact vs pytorch-grad-cam {diff_c:.3g}")
     assert diff_c > 1e-3
+
+
+def test_at_a_pooled_last_stage_the_gradient_methods_coincide(lite0, lite0_batch):
+    """Lite0's bn2 is followed only by global average pooling and a linear layer, so
+    d y_c / d A_kij = W_ck / (h w) for every position and input. Then Grad-CAM, XGrad-CAM and
+    HiResCAM are the same map (CAM), and SmoothGrad-CAM++ equals Grad-CAM++ (README)."""
+    x = lite0_batch.images[:4]
+    p = gradient_pass(lite0, x)
+    W = lite0.net.classifier.weight
+    expected = (W[p.targets] / 49.0)[:, :, None, None].expand_as(p.g)
+    torch.testing.assert_close(p.g, expected, atol=1e-9, rtol=1e-5)
+    ex = explain(lite0, x, ["gradcam", "xgradcam", "hirescam", "gradcampp",
+                                     "smoothgradcampp", "layercam"])
+    torch.testing.assert_close(ex["xgradcam"], ex["gradcam"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ex["hirescam"], ex["gradcam"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ex["smoothgradcampp"], ex["gradcampp"], atol=1e-5, rtol=0)
+    assert (ex["layercam"] - ex["gradcam"]).abs().amax() > 1e-2   # drops negative weights
+    assert (ex["gradcampp"] - ex["gradcam"]).abs().amax() > 1e-2

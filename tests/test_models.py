@@ -349,3 +349,13 @@ def test_cuda_without_cuda_is_an_error():
         paperlib.models.resolve_device("cuda:0")
     assert paperlib.models.resolve_device("auto") == torch.device("cpu")
     assert paperlib.models.resolve_device(None) == torch.device("cpu")
+
+
+def test_target_layer_can_be_overridden():
+    from paperlib import load_model
+
+    bb = load_model("efficientnet_lite0", device="cpu", target_layer="blocks.6")
+    assert bb.target_layer_name == "net.blocks.6"
+    assert bb.target_layer is bb.model.get_submodule("net.blocks.6")
+    with pytest.raises(ValueError, match="no module 'nope'"):
+        load_model("efficientnet_lite0", device="cpu", target_layer="nope")
