@@ -130,33 +130,15 @@ def machine_facts(device: torch.device, threads: int, batch: int, bb) -> dict:
 # ---------------------------------------------------------------------------------------------
 # The C allocator
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-_INT_MAX = 2 ** 31 - 1
-
-
 def configure_malloc(mode: str) -> str:
-    """``keep``: tell glibc to keep freed memory (no trimming, no per-allocation mmap).
+    """The C allocator setting (:mod:`paperlib.perf`): ``keep`` is paperlib's default on import;
+    ``system`` must be chosen before paperlib is imported (``PAPERLIB_MALLOC=system``)."""
+    from paperlib.perf import configure_malloc as configure, malloc_mode
 
-    By default glibc hands large freed blocks back to the kernel (blocks above a dynamic mmap
-    threshold of at most 32 MB, and a heap top above the trim threshold), and the next forward
-    page-faults them back in, zeroed. A Lite0 forward allocates activation buffers of 12.8 MB per
-    8 images at its first stage, so that cost depends on the batch size and on what the previous
-    calls left in the heap: it makes timings depend on the order of the configurations. With
-    ``keep`` every configuration measures the computation; ``system`` leaves glibc as it is.
-    """
-    if mode == "system":
-        return "system (glibc defaults: freed memory handed back to the kernel)"
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        ok = (libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(_INT_MAX)) == 1
-              and libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(_INT_MAX)) == 1)
-    except (OSError, AttributeError):
-        ok = False
-    if not ok:
-        return "system (could not set glibc mallopt here)"
-    return "keep (glibc mallopt M_TRIM_THRESHOLD = M_MMAP_THRESHOLD = 2^31-1: freed memory reused)"
+    if mode == "system" and malloc_mode().startswith("keep"):
+        raise SystemExit("--malloc system: set PAPERLIB_MALLOC=system in the environment too "
+                         "(paperlib configures the allocator when it is imported)")
+    return configure(mode)
 
 
 # ---------------------------------------------------------------------------------------------

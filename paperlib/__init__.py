@@ -16,6 +16,12 @@ tables and figures. Each step is a module:
 - :mod:`paperlib.plots`     -- figures
 """
 
+import os as _os
+
+from .perf import configure_malloc as _configure_malloc
+
+_configure_malloc(_os.environ.get("PAPERLIB_MALLOC", "keep"))  # see paperlib.perf
+
 from . import attention as _attention  # noqa: F401  (registers the attention methods)
 from .cam import METHODS, ExplainOptions, Explanations, explain, gradient_pass
 from .data import imagenet_classes, iter_batches, load_images

@@ -69,7 +69,7 @@ class ExplainOptions:
     smooth_sigma: float = 0.15
     scorecam_channels: int | None = 64
     seed: int = 0
-    chunk_size: int = 32
+    chunk_size: int = 16
     attention: dict = field(default_factory=dict)
 
 

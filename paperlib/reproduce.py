@@ -47,7 +47,51 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="limit notebooks 01, 04 and 05 to this many images (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
+    p.add_argument("--refresh-committed", action="store_true",
+                   help="developers: re-execute the committed notebooks with their own small "
+                        "defaults (outputs to temporary folders) and sanitise them in place")
     return p.parse_args(argv)
+
+
+def sanitise(path: Path) -> None:
+    """Drop volatile parts of an executed notebook: execution metadata and timings, papermill's
+    records and stderr streams (progress bars, warnings); execution counts are renumbered 1, 2...
+    (nbval treats a cell without a count as never run)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("papermill", None)
+    count = 0
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            count += 1
+            cell.execution_count = count
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.output_type == "stream" and o.name == "stderr")]
+            for o in cell.outputs:
+                if "execution_count" in o:
+                    o.execution_count = count
+    nbformat.write(nb, path)
+
+
+def refresh_committed(names: list[str]) -> None:
+    """Execute ``notebooks/*.ipynb`` with their committed defaults into themselves, sanitised."""
+    import os
+    import tempfile
+
+    import papermill as pm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["PAPERLIB_RESULTS"] = str(Path(tmp) / "results")
+        os.environ["PAPERLIB_FIGURES"] = str(Path(tmp) / "figures")
+        for name in names:
+            path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+            print(f"refreshing {path.name}", flush=True)
+            pm.execute_notebook(str(path), str(path), kernel_name=KERNEL, progress_bar=False,
+                                cwd=str(path.parent))
+            sanitise(path)
 
 
 def parameters_for(name: str, args: argparse.Namespace) -> dict:
@@ -66,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     import papermill as pm
 
     args = parse(argv)
+    if args.refresh_committed:
+        refresh_committed([n for n in NOTEBOOKS if args.only is None or n in args.only])
+        return 0
     out_nb = results_dir() / "notebooks"
     out_nb.mkdir(parents=True, exist_ok=True)
     names = [n for n in NOTEBOOKS if args.only is None or n in args.only]
