@@ -320,33 +320,30 @@ def build_configs(args, bb, x: torch.Tensor, targets: torch.Tensor, device: torc
     peer = copy.deepcopy(model).requires_grad_(True).eval()
     layer = peer.get_submodule(bb.target_layer_name)
 
+    def add_peer(key: str, library: str, classes: dict, call: Callable, together: str,
+                 together_label: str, ours_together: str, ours_label: str) -> None:
+        """One row per peer class (against the same paperlib method), and one row for all of
+        them called one after another (against paperlib computing them in one call)."""
+        for m, cls in classes.items():
+            C.append(Config(f"{key}:{m}", f"{library} {cls.__name__}", library,
+                            lambda cls=cls: call(cls, peer, layer, x, tlist), B, R, 1.0,
+                            f"ours:{m}", 1.0, f"paperlib {PRETTY[m]}"))
+
+        def all_calls():
+            for cls in classes.values():
+                call(cls, peer, layer, x, tlist)
+
+        C.append(Config(f"{key}:{together}", together_label, library, all_calls, B, R,
+                        float(len(classes)), ours_together, 1.0, ours_label))
+
     pgc_classes = {"gradcam": pgc.GradCAM, "gradcampp": pgc.GradCAMPlusPlus,
                    "xgradcam": pgc.XGradCAM, "hirescam": pgc.HiResCAM, "layercam": pgc.LayerCAM}
-    for m, cls in pgc_classes.items():
-        C.append(Config(f"pgc:{m}", f"pytorch-grad-cam {cls.__name__}", "pytorch-grad-cam",
-                        lambda cls=cls: pgc_call(cls, peer, layer, x, tlist), B, R, 1.0,
-                        f"ours:{m}", 1.0, f"paperlib {PRETTY[m]}"))
-
-    def pgc_five():
-        for cls in pgc_classes.values():
-            pgc_call(cls, peer, layer, x, tlist)
-
-    C.append(Config("pgc:five", "pytorch-grad-cam the five, one call each", "pytorch-grad-cam",
-                    pgc_five, B, R, 5.0, "ours:five", 1.0, "paperlib five, one call"))
-
+    add_peer("pgc", "pytorch-grad-cam", pgc_classes, pgc_call, "five",
+             "pytorch-grad-cam the five, one call each", "ours:five", "paperlib five, one call")
     tc_classes = {"gradcam": tcm.GradCAM, "gradcampp": tcm.GradCAMpp, "xgradcam": tcm.XGradCAM,
                   "layercam": tcm.LayerCAM}
-    for m, cls in tc_classes.items():
-        C.append(Config(f"tc:{m}", f"torchcam {cls.__name__}", "torchcam",
-                        lambda cls=cls: torchcam_call(cls, peer, layer, x, tlist), B, R, 1.0,
-                        f"ours:{m}", 1.0, f"paperlib {PRETTY[m]}"))
-
-    def tc_four_calls():
-        for cls in tc_classes.values():
-            torchcam_call(cls, peer, layer, x, tlist)
-
-    C.append(Config("tc:four", "torchcam the four it has, one call each", "torchcam",
-                    tc_four_calls, B, R, 4.0, "ours:four", 1.0, "paperlib four, one call"))
+    add_peer("tc", "torchcam", tc_classes, torchcam_call, "four",
+             "torchcam the four it has, one call each", "ours:four", "paperlib four, one call")
     notes.append("torchcam 0.5.0 has no HiResCAM, so its row covers four gradient methods "
                  "(Grad-CAM, Grad-CAM++, XGrad-CAM, Layer-CAM) and is compared with paperlib "
                  "computing the same four in one call.")

@@ -14,7 +14,7 @@ answers, each a method of :func:`paperlib.explain`:
 
 ``attention-fixed``
     Parameter-free: the MLP is the identity and the 7x7 kernel a plain average of the two pooled
-    maps. F is tiny (gradients at Lite0's last layer are ~1e-3), so raw sigmoids would all sit at
+    maps over the cells inside the map (no zero padding, which would add a centre prior). F is tiny (gradients at Lite0's last layer are ~1e-3), so raw sigmoids would all sit at
     ~0.5 and the variant would collapse into Grad-CAM. The gates are made scale-free by
     standardising each descriptor before its sigmoid: with z(v) = (v - mean v) / std v
     (population std over the C channels, resp. the h*w positions; z = 0 where std = 0),
@@ -69,10 +69,15 @@ CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"
 
 
 def standardize(v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """z(v) = (v - mean) / std over ``dims`` (population std); exactly 0 where std == 0."""
+    """z(v) = (v - mean) / std over ``dims`` (population std); exactly 0 where v is constant.
+
+    "Constant" includes a spread at the level of float rounding (std <= 8 machine epsilons of
+    max |v|): dividing such noise by itself would turn rounding errors into +-1 gates.
+    """
     mean = v.mean(dim=dims, keepdim=True)
     std = v.var(dim=dims, keepdim=True, unbiased=False).sqrt()
-    return safe_divide(v - mean, std)
+    noise = 8 * torch.finfo(v.dtype).eps * v.abs().amax(dim=dims, keepdim=True)
+    return safe_divide(v - mean, torch.where(std <= noise, torch.zeros_like(std), std))
 
 
 def _channel_pool(F_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,13 +105,15 @@ class AttentionOutput:
 
 
 def fixed_attention(F_: torch.Tensor) -> AttentionOutput:
-    """The parameter-free variant (module docstring): identity MLP, 7x7 mean kernel, z-scored gates."""
+    """The parameter-free variant (module docstring): identity MLP, 7x7 mean, z-scored gates."""
     avg, mx = _channel_pool(F_)
     Mc = torch.sigmoid(standardize(avg, (1,)) + standardize(mx, (1,)))
     F1 = Mc[:, :, None, None] * F_
-    kernel = torch.full((1, 2, KERNEL, KERNEL), 1.0 / (2 * KERNEL * KERNEL), device=F_.device,
-                        dtype=F_.dtype)
-    s = F.conv2d(_spatial_pool(F1), kernel, padding=KERNEL // 2)  # (B, 1, h, w)
+    # mean over the 7x7 window and both pooled maps, counting only cells inside the map: zero
+    # padding would make central positions average more cells and give the gate a centre prior
+    window = F.avg_pool2d(_spatial_pool(F1), KERNEL, stride=1, padding=KERNEL // 2,
+                          count_include_pad=False)
+    s = window.mean(dim=1, keepdim=True)  # (B, 1, h, w)
     Ms = torch.sigmoid(standardize(s, (1, 2, 3)))
     return AttentionOutput(Ms * F1, Mc, Ms[:, 0])
 

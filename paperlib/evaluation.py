@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .attention import ATTENTION_METHODS
+from .attention import ATTENTION_METHODS, checkpoint_path
 from .cam import ExplainOptions, _clock, explain
 from .data import ImageDataset, iter_batches
 from .metrics import MetricConfig, evaluate_batch
 from .models import BlackBox
-from .paths import results_dir
-from .results import ResultsCache
+from .paths import PACKAGE_DIR, results_dir
+from .results import ResultsCache, fingerprint
 
 __all__ = ["ALL_METHODS", "PAPER_BASELINES", "EvalSettings", "Evaluation", "measure_floor",
            "run_evaluation"]
@@ -163,9 +163,12 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
     what was finished.
     """
     subset = dataset.split(settings.split).subset(settings.n_images)
+    code = [PACKAGE_DIR / f for f in ("models.py", "data.py", "hooks.py", "cam.py",
+                                      "attention.py", "metrics.py", "evaluation.py")]
     key = {"model": black_box.name, "target_layer": black_box.target_layer_name,
            "weights": black_box.weights, "data": str(Path(dataset.root).resolve()),
-           "n_listed": len(subset), **settings.key()}
+           "n_listed": len(subset), "code": fingerprint(code + [checkpoint_path(black_box)]),
+           **settings.key()}
     cache = ResultsCache(Path(results_dir(results_root)) / "cache", name, key)
     done = cache.done()
     todo = [i for i in range(len(subset)) if subset.file_name(i) not in done]

@@ -19,8 +19,8 @@ from scipy.stats import binomtest
 
 from .data import ImageDataset, iter_batches
 from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model
-from .paths import results_dir
-from .results import ResultsCache, atomic_write_text
+from .paths import PACKAGE_DIR, results_dir
+from .results import ResultsCache, atomic_write_text, fingerprint
 from .stats import bootstrap_ci
 
 __all__ = ["Candidate", "accuracy_rows", "choose_model", "chosen_model", "load_candidates",
@@ -52,7 +52,8 @@ def accuracy_rows(black_box: BlackBox, dataset: ImageDataset, batch_size: int = 
                   results_root: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Per image: label, top-1 prediction, top-1 and top-5 correctness (cached, resumable)."""
     key = {"model": black_box.name, "weights": black_box.weights,
-           "data": str(Path(dataset.root).resolve()), "files": len(dataset)}
+           "data": str(Path(dataset.root).resolve()), "files": len(dataset),
+           "code": fingerprint([PACKAGE_DIR / "models.py", PACKAGE_DIR / "data.py"])}
     cache = ResultsCache(Path(results_dir(results_root)) / "cache", "accuracy", key)
     done = cache.done()
     todo = [i for i in range(len(dataset)) if dataset.file_name(i) not in done]

@@ -1,7 +1,7 @@
 """The kit's one results cache: per-image rows, written incrementally, resumable, atomic.
 
 A run is identified by its configuration (model, data, split, n_images, fill, seed, methods and
-their options...). The cache folder is ``<root>/<name>-<hash of the configuration>``: a changed
+their options...) and by a fingerprint of the code and checkpoint that compute it. The cache folder is ``<root>/<name>-<hash of the configuration>``: a changed
 parameter gives another folder, so old and new results never mix.
 
 Each finished batch is one ``part-NNNNN.csv`` (its rows) with ``part-NNNNN.json`` beside it (its
@@ -21,13 +21,27 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-__all__ = ["ResultsCache", "atomic_write_text", "config_hash"]
+__all__ = ["ResultsCache", "atomic_write_text", "config_hash", "fingerprint"]
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """Stable 12-hex-digit hash of a JSON-serialisable configuration."""
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def fingerprint(paths: Iterable[str | os.PathLike]) -> str:
+    """12-hex-digit SHA-256 over the bytes of ``paths`` (missing files count as absent).
+
+    Part of every cache key: results computed by other code (or another checkpoint) never mix
+    with this code's.
+    """
+    h = hashlib.sha256()
+    for path in paths:
+        p = Path(path)
+        h.update(p.name.encode())
+        h.update(p.read_bytes() if p.is_file() else b"<absent>")
+    return h.hexdigest()[:12]
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -30,8 +30,8 @@ def test_fixed_variant_equals_a_hand_computation():
     # AvgPool = [2, 1], MaxPool = [3, 2]; z over the 2 channels: [1, -1] and [1, -1]
     # Mc = sigmoid([2, -2])
     np.testing.assert_allclose(out.channel[0].numpy(), _sig(np.array([2.0, -2.0])), rtol=1e-6)
-    # The 7x7 mean kernel (padding 3) sees both positions from either: equal responses, std 0,
-    # z = 0, Ms = sigmoid(0) = 0.5 everywhere
+    # The 7x7 mean (over cells inside the map) sees both positions from either: equal
+    # responses, std 0, z = 0, Ms = sigmoid(0) = 0.5 everywhere
     np.testing.assert_allclose(out.spatial.numpy(), [[[0.5, 0.5]]])
     # F'' = 0.5 * Mc * F; saliency = sum over channels
     mc = _sig(np.array([2.0, -2.0]))
@@ -54,7 +54,7 @@ def test_fixed_variant_spatial_gate_by_independent_loops():
         for i in range(9):
             for j in range(9):
                 window = pooled[:, max(0, i - 3): i + 4, max(0, j - 3): j + 4]
-                s[i, j] = window.sum() / 98.0
+                s[i, j] = window.mean()   # cells inside the map only
         ms = _sig(z(s))
         np.testing.assert_allclose(out.channel[b].numpy(), mc, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out.spatial[b].numpy(), ms, rtol=1e-5, atol=1e-6)
@@ -167,3 +167,10 @@ def test_all_three_variants_share_the_explain_api(lite0, lite0_batch):
     again = paperlib.explain(lite0, lite0_batch.images[:2], ["attention-fixed", "attention-trained"])
     torch.testing.assert_close(again["attention-fixed"], ex["attention-fixed"])
     torch.testing.assert_close(again["attention-trained"], ex["attention-trained"])
+
+
+def test_fixed_spatial_gate_has_no_centre_prior():
+    # a spatially uniform F: every window mean is equal, so the gate must be flat (0.5)
+    F = torch.ones(1, 4, 7, 7) * torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)
+    out = attention.fixed_attention(F)
+    torch.testing.assert_close(out.spatial, torch.full((1, 7, 7), 0.5))

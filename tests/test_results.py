@@ -92,3 +92,16 @@ def test_speed_report(lite0, sample_dataset, tmp_path):
     per_image_method = 1 + 5 + 2 * (4 - 1)
     assert speed["metric_forwards"] == 4 * 2 + 4 * 2 * per_image_method
     assert speed["ratio_to_floor"] > 0
+
+
+def test_fingerprint_changes_with_the_code(tmp_path):
+    from paperlib.results import fingerprint
+
+    a, b = tmp_path / "a.py", tmp_path / "b.pt"
+    a.write_text("x = 1\n")
+    first = fingerprint([a, b])
+    assert fingerprint([a, b]) == first
+    b.write_bytes(b"checkpoint")
+    assert fingerprint([a, b]) != first
+    a.write_text("x = 2\n")
+    assert len({first, fingerprint([a, b])}) == 2
