@@ -12,7 +12,7 @@ image. ``torch.set_num_threads`` is fixed and reported; on CUDA every timing is 
 ``torch.cuda.synchronize()``.
 
     .venv/bin/python benchmarks/bench_cam.py [--device auto|cpu|cuda] [--batch-size 8]
-        [--repeats 7] [--slow-repeats 3] [--threads N] [--out benchmarks/] [--full-scorecam auto|yes|no]
+        [--repeats 15] [--slow-repeats 3] [--threads N] [--out benchmarks/] [--full-scorecam auto|yes|no]
 
 Writes ``<out>/results_<device>.json`` and ``<out>/REPORT_<device>.md`` and prints the table.
 See benchmarks/README.md for what each row means.
@@ -586,7 +586,7 @@ def parse_args(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=7, help="timed repetitions (default 7)")
+    ap.add_argument("--repeats", type=int, default=15, help="timed repetitions (default 15)")
     ap.add_argument("--slow-repeats", type=int, default=3,
                     help="repetitions of Score-CAM and attention-per-image (default 3)")
     ap.add_argument("--threads", type=int, default=None,

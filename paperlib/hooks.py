@@ -34,13 +34,14 @@ class Capture:
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Put every module of ``model`` in eval mode; restore each module's own flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    training = [m for m in model.modules() if m.training]
+    for m in training:  # nothing to do (and nothing to restore) for a model already in eval mode
+        m.training = False
     try:
         yield model
     finally:
-        for m, flag in flags:
-            m.training = flag
+        for m in training:
+            m.training = True
 
 
 @contextmanager
