@@ -41,6 +41,16 @@ def _table4_blocks(results: Path) -> str | None:
     return "\n\n".join(parts)
 
 
+def _claims(results: Path) -> str | None:
+    path = results / "claims.csv"
+    if not path.is_file():
+        return None
+    claims = pd.read_csv(path)
+    wide = claims.pivot_table(index=["variant", "baseline"], columns="metric", values="verdict",
+                              aggfunc="first")
+    return wide.reset_index().to_markdown(index=False)
+
+
 def _speed(results: Path) -> str | None:
     speed = _read(results / "eval_speed.json")
     summary = _read(results / "reproduce_summary.json")
@@ -74,6 +84,7 @@ def blocks(results: Path) -> dict[str, str | None]:
         "table3": md("table3"),
         "table4": _table4_blocks(results),
         "trend": md("table4_trend"),
+        "claims": _claims(results),
         "curves": md("deletion_insertion"),
         "wilcoxon": md("wilcoxon"),
         "sanity": md("sanity"),

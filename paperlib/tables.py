@@ -16,8 +16,8 @@ import pandas as pd
 from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .stats import bootstrap_ci, holm, paired_wilcoxon
 
-__all__ = ["READOUTS", "formatted", "table3", "table4", "curves_table", "trend_check",
-           "wilcoxon_table", "write_table"]
+__all__ = ["READOUTS", "claim_check", "formatted", "table3", "table4", "curves_table",
+           "trend_check", "wilcoxon_table", "write_table"]
 
 #: Table 4 read-outs: column prefix in the per-image rows -> label.
 READOUTS = {"O_top": "mean O (%)", "drop_top": "Average Drop (%)",
@@ -98,6 +98,34 @@ def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequ
     if len(out):
         out["p_holm"] = holm(out["p"])
     return out
+
+
+#: The paper's claims, per Wilcoxon column: the direction in which the variant should beat the
+#: baseline (variant - baseline < 0 for Average Drop and deletion AUC, > 0 for the others).
+CLAIMS = {"drop_soft": ("Average Drop", -1), "increase_soft": ("% Increase", +1),
+          "drop_top20": ("Average Drop, top 20% kept", -1), "deletion_auc": ("deletion AUC", -1),
+          "insertion_auc": ("insertion AUC", +1)}
+
+
+def claim_check(wt: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Does each variant beat each baseline as the paper claims? From :func:`wilcoxon_table`.
+
+    Verdict per comparison, on Holm-adjusted p-values: ``better`` (significant, in the claimed
+    direction), ``worse`` (significant, against it) or ``no significant difference``.
+    """
+    rows = []
+    for _, r in wt.iterrows():
+        if r["metric"] not in CLAIMS:
+            continue
+        label, sign = CLAIMS[r["metric"]]
+        if r["p_holm"] >= alpha:
+            verdict = "no significant difference"
+        else:
+            verdict = "better" if np.sign(r["mean_diff"]) == sign else "worse"
+        rows.append({"variant": r["variant"], "baseline": r["baseline"], "metric": label,
+                     "variant - baseline": r["mean_diff"], "p (Holm)": r["p_holm"],
+                     "verdict": verdict})
+    return pd.DataFrame(rows)
 
 
 def trend_check(t4: pd.DataFrame, fractions: Sequence[int], method: str = "gradcam"
