@@ -35,6 +35,15 @@ class Candidate:
     black_box: BlackBox | None
     reason: str = ""
 
+    @property
+    def short_reason(self) -> str:
+        """The reason without the machine-specific paths and instructions."""
+        return short_reason(self.reason)
+
+
+def short_reason(reason: str) -> str:
+    return reason.split(". To use")[0].split(" (")[0].split(": ", 1)[-1]
+
 
 def load_candidates(names: Sequence[str] = MODEL_NAMES, device: str = "auto",
                     download: bool | None = None) -> list[Candidate]:
@@ -91,8 +100,8 @@ def table2(rows: dict[str, pd.DataFrame], unavailable: dict[str, str] | None = N
             rec[col], rec[f"{col}_lo"], rec[f"{col}_hi"] = ci.mean, ci.low, ci.high
         records.append(rec)
     for name, reason in (unavailable or {}).items():
-        short = reason.split(". To use")[0].split(" (")[0].split(": ", 1)[-1]
-        records.append({"model": name, "n_images": 0, "available": False, "note": short})
+        records.append({"model": name, "n_images": 0, "available": False,
+                        "note": short_reason(reason)})
     return pd.DataFrame(records)
 
 
