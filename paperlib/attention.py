@@ -14,11 +14,13 @@ answers, each a method of :func:`paperlib.explain`:
 
 ``attention-fixed``
     Parameter-free: the MLP is the identity and the 7x7 kernel a plain average of the two pooled
-    maps over the cells inside the map (no zero padding, which would add a centre prior). F is tiny (gradients at Lite0's last layer are ~1e-3), so raw sigmoids would all sit at
-    ~0.5 and the variant would collapse into Grad-CAM. The gates are made scale-free by
-    standardising each descriptor before its sigmoid: with z(v) = (v - mean v) / std v
-    (population std over the C channels, resp. the h*w positions; z = 0 where std = 0),
-    Mc = sigmoid(z(AvgPool F) + z(MaxPool F)) and Ms = sigmoid(z(avg7x7([AvgPool_c F'; MaxPool_c F']))).
+    maps over the cells inside the map (no zero padding, which would add a centre prior). F is
+    tiny (gradients at Lite0's last layer are ~1e-3), so raw sigmoids would all sit at ~0.5 and
+    the variant would collapse into Grad-CAM. The gates are made scale-free by standardising each
+    descriptor before its sigmoid: with z(v) = (v - mean v) / std v (population std over the C
+    channels, resp. the h*w positions; z = 0 where v is constant),
+    Mc = sigmoid(z(AvgPool F) + z(MaxPool F)) and
+    Ms = sigmoid(z(mean7x7([AvgPool_c F'; MaxPool_c F']))).
 ``attention-trained``
     A learned MLP and 7x7 convolution, trained once per black box and target layer with the
     classifier frozen (:mod:`paperlib.attention_training`). Its inputs are standardised the same

@@ -20,7 +20,6 @@ import argparse
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 
 from .attention import (AttentionModule, attention_objective, checkpoint_path,

@@ -22,7 +22,7 @@ Conventions (every table states them):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -230,7 +230,7 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
     result = BatchScores(Y=Y_np, target=t.cpu().numpy(), forwards=forwards)
     index = {(j.method, j.kind, j.param, j.b): i for i, j in enumerate(jobs)}
     for m in maps:
-        def col(kind: str, param: int, values: np.ndarray = prob_np) -> np.ndarray:
+        def col(kind: str, param: int, values: np.ndarray = prob_np, m: str = m) -> np.ndarray:
             return np.array([values[index[(m, kind, param, b)]] for b in range(B)])
 
         r: dict[str, np.ndarray] = {"O_soft": col("soft", 0)}

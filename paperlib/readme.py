@@ -101,8 +101,8 @@ def update(readme: Path = REPO_ROOT / "README.md", results: Path | None = None) 
         pattern = re.compile(rf"(<!-- BEGIN {name} -->\n)(.*?)(<!-- END {name} -->)", re.S)
         if not pattern.search(text):
             continue
-        body = content if content is not None else f"_(not yet produced: run `make reproduce`)_"
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(3), text)
+        body = content if content is not None else "_(not yet produced: run `make reproduce`)_"
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(3), text)
         changed.append(name)
     readme.write_text(text)
     return changed

@@ -1,8 +1,9 @@
 """The kit's one results cache: per-image rows, written incrementally, resumable, atomic.
 
 A run is identified by its configuration (model, data, split, n_images, fill, seed, methods and
-their options...) and by a fingerprint of the code and checkpoint that compute it. The cache folder is ``<root>/<name>-<hash of the configuration>``: a changed
-parameter gives another folder, so old and new results never mix.
+their options...) and by a fingerprint of the code and checkpoint that compute it. The cache
+folder is ``<root>/<name>-<hash of the configuration>``: a changed parameter gives another
+folder, so old and new results never mix.
 
 Each finished batch is one ``part-NNNNN.csv`` (its rows) with ``part-NNNNN.json`` beside it (its
 timings and forward counts). Both are written to a temporary file and renamed into place, the

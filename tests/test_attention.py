@@ -1,6 +1,5 @@
 """The paper's method: the fixed variant by hand, the trained checkpoint, training, per-image."""
 
-import json
 
 import numpy as np
 import pytest
