@@ -46,13 +46,11 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def classes_tsv(data_dir: Path) -> Path:
     """The 1000-class table shipped next to the sample (``index, wnid, name``), read independently
-    of :func:`paperlib.data.imagenet_classes`; falls back to the package's copy."""
+    of :func:`paperlib.data.imagenet_classes`; skips when there is none."""
     shared = data_dir.parent / "imagenet1k_classes.tsv"
-    if shared.is_file():
-        return shared
-    import paperlib
-
-    return Path(paperlib.__file__).parent / "imagenet1k_classes.tsv"
+    if not shared.is_file():
+        pytest.skip(f"no class table next to the sample images ({shared})")
+    return shared
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ Bad files are generated in tmp_path; the real sample is only read, never copied 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 from pathlib import Path
@@ -20,18 +21,30 @@ import paperlib
 from paperlib import iter_batches, load_images
 from paperlib.data import BadImageWarning, read_rgb
 
-PACKAGE_TSV = Path(paperlib.__file__).parent / "imagenet1k_classes.tsv"
-
-
-def _tsv_index(path: Path = PACKAGE_TSV) -> dict[str, int]:
+def _tsv_index(path: Path) -> dict[str, int]:
     """wnid -> class index, read straight from a ``index, wnid, name`` table."""
     with open(path, newline="") as f:
         return {row["wnid"]: int(row["index"]) for row in csv.DictReader(f, delimiter="\t")}
 
 
+def _shared_tsv() -> Path | None:
+    data = os.environ.get("PAPERLIB_DATA")
+    path = Path(data).expanduser().parent / "imagenet1k_classes.tsv" if data else None
+    return path if path is not None and path.is_file() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _expected_index() -> dict[str, int]:
+    """The shared class table when there is one; else the sorted wnids (the definition)."""
+    shared = _shared_tsv()
+    if shared is not None:
+        return _tsv_index(shared)
+    return {w: i for i, w in enumerate(sorted(paperlib.imagenet_classes()[0]))}
+
+
 def _label_from_name(name: str) -> int:
     """The expected label of ``<wnid>_<anything>`` (or ``<wnid>/<anything>``), independently."""
-    return _tsv_index()[Path(name).parts[0].split("_", 1)[0]]
+    return _expected_index()[Path(name).parts[0].split("_", 1)[0]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,6 +57,9 @@ def test_class_table_is_the_sorted_wnids(classes_tsv):
     wnids, names = paperlib.imagenet_classes()
     assert list(wnids) == sorted(index) and len(names) == 1000
     assert (wnids[0], names[0]) == ("n01440764", "tench")
+    with open(classes_tsv, newline="") as f:
+        table = {int(r["index"]): r["name"] for r in csv.DictReader(f, delimiter="\t")}
+    assert [table[i] for i in range(1000)] == list(names)
 
 
 def test_sample_labels(sample_dataset, classes_tsv, data_dir):
