@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cam import Pass, normalize_maps, register_method, safe_divide, upsample
+from .metrics import masked_inputs
 from .models import BlackBox
 from .paths import PACKAGE_DIR
 
@@ -210,7 +211,7 @@ def attention_objective(black_box: BlackBox, images: torch.Tensor, maps: torch.T
                         targets: torch.Tensor, l_area: float,
                         l_tv: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-image loss CE(f(x * M), y_hat) + l_area mean(M^0.3) + l_tv TV(M), and its parts."""
-    logits = black_box.model(images * maps[:, None])
+    logits = black_box.model(masked_inputs(images, maps))
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
     area, tv = _area(maps), _tv(maps)
     return ce + l_area * area + l_tv * tv, {"ce": ce, "area": area, "tv": tv}

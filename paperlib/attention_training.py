@@ -26,7 +26,7 @@ from .attention import (AttentionModule, attention_objective, checkpoint_path,
                         differentiable_map, save_checkpoint)
 from .cam import gradient_pass
 from .data import ImageDataset, iter_batches, load_images
-from .metrics import keep_top, n_pixels, pixel_ranks, score_inputs
+from .metrics import keep_top, masked_inputs, n_pixels, pixel_ranks, score_inputs
 from .models import BlackBox, load_model
 
 __all__ = ["TrainConfig", "TrainingData", "prepare", "train_module", "train_attention", "main"]
@@ -85,7 +85,7 @@ def heldout_criterion(black_box: BlackBox, module: AttentionModule, data: Traini
             ranks = pixel_ranks(maps)
             for k in fractions:
                 mask = keep_top(ranks, n_pixels(k, ranks.shape[1]), tuple(x.shape[-2:]))
-                prob, _ = score_inputs(black_box, x * mask[:, None], data.targets[sl])
+                prob, _ = score_inputs(black_box, masked_inputs(x, mask), data.targets[sl])
                 scores.append(prob.cpu())
     return float(torch.cat(scores).mean())
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .hooks import capture_layer, layer_gradients
+from .metrics import masked_inputs
 from .models import BlackBox
 
 __all__ = [
@@ -255,7 +256,7 @@ def _scorecam(p: Pass) -> torch.Tensor:
             j = torch.arange(sl.start, sl.stop, device=A.device)
             b, c = j // k, chosen.flatten()[j]
             masks = _minmax(upsample(A[b, c], size), dims=(1, 2))  # (n, H, W)
-            probs = bb.model(p.images[b] * masks[:, None]).softmax(dim=1)
+            probs = bb.model(masked_inputs(p.images[b], masks)).softmax(dim=1)
             scores[sl] = probs.gather(1, p.targets[b].view(-1, 1)).view(-1).to(A.dtype)
     weights = torch.zeros(B, C, device=A.device, dtype=A.dtype)
     weights.scatter_(1, chosen, scores.view(B, k))

@@ -102,9 +102,15 @@ def n_pixels(fraction_percent: float, total: int) -> int:
     return int(round(fraction_percent / 100.0 * total))
 
 
-def masked_inputs(images: torch.Tensor, masks: torch.Tensor, fills: torch.Tensor) -> torch.Tensor:
-    """The kit's one masking routine: ``x * M + fill * (1 - M)`` with M (B, H, W) in [0, 1]."""
+def masked_inputs(images: torch.Tensor, masks: torch.Tensor,
+                  fills: torch.Tensor | None = None) -> torch.Tensor:
+    """The kit's one masking routine: ``x * M + fill * (1 - M)`` with M (B, H, W) in [0, 1].
+
+    ``fills=None`` is the black fill: ``x * M`` (differentiable in M, as training needs).
+    """
     m = masks[:, None].to(images.dtype)
+    if fills is None:
+        return images * m
     return images * m + fills * (1 - m)
 
 

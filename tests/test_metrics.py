@@ -53,6 +53,7 @@ def test_masked_inputs_and_fills():
     m = torch.tensor([[[1.0, 0.0], [0.5, 0.0]], [[0.0, 1.0], [1.0, 1.0]]])
     black = metrics.masked_inputs(x, m, metrics.fill_images(x, "black"))
     assert torch.equal(black, x * m[:, None])
+    assert torch.equal(metrics.masked_inputs(x, m), black)   # fills=None: black
     mean_fill = metrics.fill_images(x, "mean")
     assert torch.allclose(mean_fill[0, :, 1, 1], x[0].mean(dim=(1, 2)))
     mixed = metrics.masked_inputs(x, m, mean_fill)
