@@ -44,6 +44,7 @@ import torch
 import paperlib
 from paperlib import attention as pl_attention
 from paperlib.cam import GRADIENT_METHODS
+from paperlib.perf import clock
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -166,20 +167,13 @@ class Config:
         return 1000.0 * t / self.images
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_once(cfg: Config, device: torch.device, record: bool) -> None:
     gc.collect()
     gc.disable()
     try:
-        _sync(device)
-        start = time.perf_counter()
+        start = clock(device)
         out = cfg.fn()
-        _sync(device)
-        elapsed = time.perf_counter() - start
+        elapsed = clock(device) - start
     finally:
         gc.enable()
     if record:

@@ -18,7 +18,6 @@ No constant is added to any formula: where a denominator is zero the affected te
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from .hooks import capture_layer, layer_gradients
 from .metrics import masked_inputs
 from .models import BlackBox
+from .perf import clock
 
 __all__ = [
     "ExplainOptions",
@@ -303,13 +303,6 @@ class Explanations(dict):
     seconds: dict[str, float]
 
 
-def _clock(device: torch.device) -> float:
-    """Wall time, after waiting for queued CUDA work so that timings are real."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def _as_targets(targets, batch: int, device: torch.device, logits: torch.Tensor) -> torch.Tensor:
     if targets is None:
         return logits.argmax(dim=1)
@@ -362,19 +355,19 @@ def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] = 
     elif option_kwargs:
         raise TypeError("pass either options= or option keywords, not both")
     device = black_box.device
-    start = _clock(device)
+    start = clock(device)
     p = gradient_pass(black_box, images, targets, options)
     out = Explanations()
     out.targets, out.logits, out.flat, out.low_res = p.targets, p.logits, {}, {}
-    out.seconds = {"pass": _clock(device) - start}
+    out.seconds = {"pass": clock(device) - start}
     size = tuple(p.images.shape[-2:])
     for name in methods:
-        start = _clock(device)
+        start = clock(device)
         low = METHODS[name](p).clamp(min=0)
         maps, is_flat = normalize_maps(upsample(low, size))
         out[name] = maps
         out.low_res[name] = low
         out.flat[name] = int(is_flat.sum())
-        out.seconds[name] = _clock(device) - start
+        out.seconds[name] = clock(device) - start
     out.forwards = {m: p.forwards.get(m, 0) for m in methods}
     return out

@@ -22,11 +22,12 @@ import pandas as pd
 import torch
 
 from .attention import ATTENTION_METHODS, checkpoint_path
-from .cam import ExplainOptions, _clock, explain
+from .cam import ExplainOptions, explain
 from .data import ImageDataset, iter_batches
 from .metrics import MetricConfig, evaluate_batch
 from .models import BlackBox
 from .paths import PACKAGE_DIR, results_dir
+from .perf import clock
 from .results import ResultsCache, fingerprint
 
 __all__ = ["ALL_METHODS", "PAPER_BASELINES", "EvalSettings", "Evaluation", "measure_floor",
@@ -121,9 +122,9 @@ def measure_floor(black_box: BlackBox, images: torch.Tensor, chunk_size: int,
         x = x.repeat((chunk_size + x.shape[0] - 1) // x.shape[0], 1, 1, 1)[:chunk_size]
     best = float("inf")
     for _ in range(repeats):
-        start = _clock(black_box.device)
+        start = clock(black_box.device)
         black_box.model(x)
-        best = min(best, _clock(black_box.device) - start)
+        best = min(best, clock(black_box.device) - start)
     return best / chunk_size
 
 
@@ -185,10 +186,10 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
         targets = batch.labels if settings.target == "label" else None
         ex = explain(black_box, batch.images, settings.methods, targets=targets, options=options)
         floor = measure_floor(black_box, batch.images, settings.chunk_size)
-        start = _clock(black_box.device)
+        start = clock(black_box.device)
         scores = evaluate_batch(black_box, batch.images, dict(ex), ex.targets, mconfig,
                                 clean_logits=ex.logits)
-        metric_seconds = _clock(black_box.device) - start
+        metric_seconds = clock(black_box.device) - start
         flat = {m: _flat_per_image(ex[m]) for m in settings.methods}
         rows = _rows(batch.files, batch.labels.cpu().numpy(), scores, flat, settings)
         stats = {"n_images": len(batch), "files": batch.files, "pass_seconds": ex.seconds["pass"],

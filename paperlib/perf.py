@@ -1,4 +1,4 @@
-"""CPU performance setting: keep freed memory in the process (glibc).
+"""Performance: keep freed memory in the process (glibc); a device-aware clock.
 
 By default glibc hands large freed blocks back to the kernel (blocks above a dynamic mmap threshold
 of at most 32 MB, and a heap top above the trim threshold), and the next forward page-faults them
@@ -14,8 +14,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import time
 
-__all__ = ["configure_malloc"]
+import torch
+
+__all__ = ["clock", "configure_malloc"]
+
+
+def clock(device: torch.device) -> float:
+    """Wall time, after waiting for queued CUDA work on ``device`` so that timings are real."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 _INT_MAX = 2 ** 31 - 1
