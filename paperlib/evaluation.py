@@ -23,7 +23,7 @@ import torch
 
 from .attention import ATTENTION_METHODS, checkpoint_path
 from .cam import ExplainOptions, explain
-from .data import ImageDataset, iter_batches
+from .data import ImageDataset
 from .metrics import MetricConfig, evaluate_batch
 from .models import BlackBox
 from .paths import PACKAGE_DIR, results_dir
@@ -171,16 +171,10 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
            "n_listed": len(subset), "code": fingerprint(code + [checkpoint_path(black_box)]),
            **settings.key()}
     cache = ResultsCache(Path(results_dir(results_root)) / "cache", name, key)
-    done = cache.done()
-    todo = [i for i in range(len(subset)) if subset.file_name(i) not in done]
     options, mconfig = settings.explain_options(), settings.metric_config()
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc=f"{black_box.name}: evaluating", unit="img")
     new_batches = 0
-    for batch in iter_batches(subset, black_box.preprocess, settings.batch_size, indices=todo,
-                              device=black_box.device):
+    for batch in cache.pending(subset, black_box.preprocess, settings.batch_size,
+                               black_box.device, f"{black_box.name}: evaluating", progress):
         if max_batches is not None and new_batches >= max_batches:
             break
         targets = batch.labels if settings.target == "label" else None
@@ -200,10 +194,6 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
                  "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         cache.write_batch(rows, stats)
         new_batches += 1
-        if bar is not None:
-            bar.update(len(batch))
-    if bar is not None:
-        bar.close()
     return Evaluation(cache.load(), cache.batch_stats(), settings, cache.dir, black_box.name,
                       list(subset.report.skipped))
 

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from scipy.stats import binomtest
 
-from .data import ImageDataset, iter_batches
+from .data import ImageDataset
 from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model
 from .paths import PACKAGE_DIR, results_dir
 from .results import ResultsCache, atomic_write_text, fingerprint
@@ -64,14 +64,8 @@ def accuracy_rows(black_box: BlackBox, dataset: ImageDataset, batch_size: int = 
            "data": str(Path(dataset.root).resolve()), "files": len(dataset),
            "code": fingerprint([PACKAGE_DIR / "models.py", PACKAGE_DIR / "data.py"])}
     cache = ResultsCache(Path(results_dir(results_root)) / "cache", "accuracy", key)
-    done = cache.done()
-    todo = [i for i in range(len(dataset)) if dataset.file_name(i) not in done]
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc=f"{black_box.name}: accuracy", unit="img")
-    for batch in iter_batches(dataset, black_box.preprocess, batch_size, indices=todo,
-                              device=black_box.device):
+    for batch in cache.pending(dataset, black_box.preprocess, batch_size, black_box.device,
+                               f"{black_box.name}: accuracy", progress):
         with torch.no_grad():
             top5 = black_box.model(batch.images).topk(5, dim=1).indices
         labels = batch.labels.view(-1, 1)
@@ -79,10 +73,6 @@ def accuracy_rows(black_box: BlackBox, dataset: ImageDataset, batch_size: int = 
                  "top1": bool(p[0] == l), "top5": bool((p == l).any())}
                 for f, l, p in zip(batch.files, labels.view(-1), top5)]
         cache.write_batch(rows, {"n_images": len(rows)})
-        if bar is not None:
-            bar.update(len(rows))
-    if bar is not None:
-        bar.close()
     frame = cache.load()
     wanted = set(dataset.files)
     return frame[frame["file"].isin(wanted)].reset_index(drop=True)

@@ -18,9 +18,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
+import torch
+
+from .data import Batch, ImageDataset, iter_batches
 
 __all__ = ["ResultsCache", "atomic_write_text", "config_hash", "fingerprint"]
 
@@ -91,6 +94,30 @@ class ResultsCache:
         """Values of ``column`` present in the cache (the images already computed)."""
         frame = self.load()
         return set(frame[column]) if len(frame) else set()
+
+    def pending(self, dataset: ImageDataset, preprocess: Callable, batch_size: int,
+                device: torch.device | str | None = None, desc: str = "",
+                progress: bool = True) -> Iterator[Batch]:
+        """Batches of the images of ``dataset`` that are not cached yet (the resumption).
+
+        A progress bar counts a batch when the next one is asked for, i.e. once the caller has
+        written it.
+        """
+        done = self.done()
+        todo = [i for i in range(len(dataset)) if dataset.file_name(i) not in done]
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc=desc, unit="img")
+        try:
+            for batch in iter_batches(dataset, preprocess, batch_size, indices=todo,
+                                      device=device):
+                yield batch
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
 
     def batch_stats(self) -> list[dict[str, Any]]:
         """The per-batch records (timings, forward counts) of every completed part."""
