@@ -290,6 +290,7 @@ class Explanations(dict):
         targets: (B,) explained classes.
         logits: (B, K) logits of the clean images.
         flat: ``{method: number of images whose map was all zero or constant}``.
+        flat_images: ``{method: (B,) bool}``, which images those were.
         forwards: ``{method: extra image forwards it needed}`` (the shared pass not counted).
         low_res: ``{method: (B, h, w)}`` maps after the ReLU, before upsampling.
         seconds: ``{method: wall seconds}``, plus ``"pass"`` for the shared forward/backward.
@@ -298,6 +299,7 @@ class Explanations(dict):
     targets: torch.Tensor
     logits: torch.Tensor
     flat: dict[str, int]
+    flat_images: dict[str, torch.Tensor]
     forwards: dict[str, int]
     low_res: dict[str, torch.Tensor]
     seconds: dict[str, float]
@@ -358,7 +360,8 @@ def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] = 
     start = clock(device)
     p = gradient_pass(black_box, images, targets, options)
     out = Explanations()
-    out.targets, out.logits, out.flat, out.low_res = p.targets, p.logits, {}, {}
+    out.targets, out.logits, out.low_res = p.targets, p.logits, {}
+    out.flat, out.flat_images = {}, {}
     out.seconds = {"pass": clock(device) - start}
     size = tuple(p.images.shape[-2:])
     for name in methods:
@@ -367,6 +370,7 @@ def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] = 
         maps, is_flat = normalize_maps(upsample(low, size))
         out[name] = maps
         out.low_res[name] = low
+        out.flat_images[name] = is_flat
         out.flat[name] = int(is_flat.sum())
         out.seconds[name] = clock(device) - start
     out.forwards = {m: p.forwards.get(m, 0) for m in methods}

@@ -184,7 +184,7 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
         scores = evaluate_batch(black_box, batch.images, dict(ex), ex.targets, mconfig,
                                 clean_logits=ex.logits)
         metric_seconds = clock(black_box.device) - start
-        flat = {m: _flat_per_image(ex[m]) for m in settings.methods}
+        flat = {m: ex.flat_images[m].cpu().numpy() for m in settings.methods}
         rows = _rows(batch.files, batch.labels.cpu().numpy(), scores, flat, settings)
         stats = {"n_images": len(batch), "files": batch.files, "pass_seconds": ex.seconds["pass"],
                  "method_seconds": {m: ex.seconds[m] for m in settings.methods},
@@ -197,7 +197,3 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
     return Evaluation(cache.load(), cache.batch_stats(), settings, cache.dir, black_box.name,
                       list(subset.report.skipped))
 
-
-def _flat_per_image(maps: torch.Tensor) -> np.ndarray:
-    """True where a (normalised) map is all zeros: the pipeline's marker of a flat CAM."""
-    return (maps.flatten(1).amax(dim=1) == 0).cpu().numpy()

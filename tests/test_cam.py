@@ -122,6 +122,7 @@ def test_constant_map_is_zero_and_counted_flat():
         torch.testing.assert_close(ex[method][0], torch.tensor(expected), atol=1e-6, rtol=0)
         assert torch.equal(ex[method][1], torch.zeros(2, 2)), method
         assert ex.flat[method] == 1, method
+        assert ex.flat_images[method].tolist() == [False, True], method
 
 
 def test_smoothgradcampp_with_zero_sigma_is_gradcampp_exactly():
