@@ -14,9 +14,9 @@ reproduce: env data
 	$(PY) -m paperlib.reproduce $(ARGS)
 
 # Unit tests, then every notebook re-executed by nbval (outputs marked NBVAL_CHECK_OUTPUT compared);
-# notebooks write into temporary folders, never into results/ and figures/.
+# notebooks write into temporary folders, never into results/ and figures/, and download nothing.
 test: env data
-	PAPERLIB_RESULTS=$$(mktemp -d) PAPERLIB_FIGURES=$$(mktemp -d) \
+	PAPERLIB_OFFLINE=1 PAPERLIB_RESULTS=$$(mktemp -d) PAPERLIB_FIGURES=$$(mktemp -d) \
 	  $(PY) -m pytest -q --nbval-lax --durations=15 tests notebooks
 
 # The virtual environment with the kit installed (editable) and its Jupyter kernel "paperlib".

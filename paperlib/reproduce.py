@@ -77,7 +77,8 @@ def sanitise(path: Path) -> None:
 
 
 def refresh_committed(names: list[str]) -> None:
-    """Execute ``notebooks/*.ipynb`` with their committed defaults into themselves, sanitised."""
+    """Execute ``notebooks/*.ipynb`` with their committed defaults into themselves, sanitised
+    (offline, outputs to temporary folders, as ``make test`` runs them)."""
     import os
     import tempfile
 
@@ -86,6 +87,7 @@ def refresh_committed(names: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PAPERLIB_RESULTS"] = str(Path(tmp) / "results")
         os.environ["PAPERLIB_FIGURES"] = str(Path(tmp) / "figures")
+        os.environ["PAPERLIB_OFFLINE"] = "1"  # as under `make test`: no weight downloads
         for name in names:
             path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
             print(f"refreshing {path.name}", flush=True)
