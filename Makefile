@@ -8,16 +8,21 @@ STAMP  := $(VENV)/.installed
 # Extra arguments for paperlib.reproduce, e.g. make reproduce ARGS="--device cuda"
 ARGS   ?=
 
-.PHONY: reproduce test env data lab train-attention benchmark readme
+.PHONY: reproduce test lint env data lab train-attention benchmark readme
 
 reproduce: env data
 	$(PY) -m paperlib.reproduce $(ARGS)
 
-# Unit tests, then every notebook re-executed by nbval (outputs marked NBVAL_CHECK_OUTPUT compared);
-# notebooks write into temporary folders, never into results/ and figures/, and download nothing.
-test: env data
+# Lint (ruff) and types (mypy), unit tests, then every notebook re-executed by nbval (outputs marked
+# NBVAL_CHECK_OUTPUT compared); notebooks write into temporary folders, never into results/ and
+# figures/, and download nothing.
+test: env data lint
 	PAPERLIB_OFFLINE=1 PAPERLIB_RESULTS=$$(mktemp -d) PAPERLIB_FIGURES=$$(mktemp -d) \
 	  $(PY) -m pytest -q --nbval-lax --durations=15 tests notebooks
+
+lint: env
+	$(PY) -m ruff check paperlib tests benchmarks
+	$(PY) -m mypy
 
 # The virtual environment with the kit installed (editable) and its Jupyter kernel "paperlib".
 env: $(STAMP)
@@ -41,5 +46,6 @@ train-attention: env data
 benchmark: env data
 	$(PY) benchmarks/bench_cam.py
 
+# results/RESULTS.md and the README's generated blocks, rewritten from the files in results/.
 readme: env
 	$(PY) -m paperlib.readme

@@ -6,14 +6,21 @@ tables and figures. Each step is a module:
 
 - :mod:`paperlib.models`    -- :func:`load_model` (EfficientNet-Lite0/1/2 offline; ResNet-50, VGG19,
   GoogLeNet with their weights)
-- :mod:`paperlib.data`      -- :func:`load_images` (sample and ImageNet-val layouts, bad files skipped)
+- :mod:`paperlib.data`      -- :func:`load_images` (sample and ImageNet-val layouts,
+  bad files skipped)
 - :mod:`paperlib.hooks`     -- the one context manager capturing a layer's activations
-- :mod:`paperlib.cam`       -- :func:`explain`: every CAM method from one pass
+- :mod:`paperlib.masking`   -- the one masking routine (x * M + fill * (1 - M)), top-k masks
+- :mod:`paperlib.cam`       -- the method registry and :func:`explain`: every method from one pass
 - :mod:`paperlib.attention` -- the paper's channel + spatial attention over Grad-CAM's terms
-- :mod:`paperlib.metrics`   -- masking, Average Drop, % Increase, percentage-in, deletion/insertion
+- :mod:`paperlib.schema`    -- the per-image row: one definition of the result columns
+- :mod:`paperlib.metrics`   -- Average Drop, % Increase, percentage-in, deletion/insertion
+- :mod:`paperlib.evaluation` -- the settings (explain options + metric config) and the run
 - :mod:`paperlib.stats`     -- bootstrap intervals, paired Wilcoxon tests
 - :mod:`paperlib.results`   -- the resumable per-image results cache
-- :mod:`paperlib.plots`     -- figures
+- :mod:`paperlib.tables`, :mod:`paperlib.plots` -- tables and figures
+
+A method is one record: a function decorated with :func:`paperlib.cam.register_method` (its
+label, role, options dataclass, cost). Everything downstream reads the registry.
 """
 
 import os as _os
@@ -22,10 +29,20 @@ from .perf import configure_malloc as _configure_malloc
 
 _configure_malloc(_os.environ.get("PAPERLIB_MALLOC", "keep"))  # see paperlib.perf
 
-from . import attention as _attention  # noqa: F401  (registers the attention methods)
-from .cam import METHODS, ExplainOptions, Explanations, explain, gradient_pass
-from .data import imagenet_classes, iter_batches, load_images
-from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model
+# the allocator must be configured before torch allocates: these imports come after it
+from . import attention as _attention  # noqa: E402, F401  (registers the attention methods)
+from .cam import (  # noqa: E402
+    METHODS,
+    ExplainOptions,
+    Explanations,
+    MethodSpec,
+    explain,
+    gradient_pass,
+    method_label,
+    register_method,
+)
+from .data import imagenet_classes, iter_batches, load_images  # noqa: E402
+from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,6 +51,7 @@ __all__ = [
     "ExplainOptions",
     "Explanations",
     "METHODS",
+    "MethodSpec",
     "MODEL_NAMES",
     "WeightsNotFoundError",
     "explain",
@@ -42,4 +60,6 @@ __all__ = [
     "iter_batches",
     "load_images",
     "load_model",
+    "method_label",
+    "register_method",
 ]

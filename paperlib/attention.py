@@ -44,19 +44,30 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cam import Pass, normalize_maps, register_method, safe_divide, upsample
-from .metrics import masked_inputs
+from .cam import (
+    NoOptions,
+    Pass,
+    method_names,
+    normalize_maps,
+    register_method,
+    safe_divide,
+    upsample,
+)
+from .masking import masked_inputs
 from .models import BlackBox
 from .paths import PACKAGE_DIR
 
 __all__ = [
     "ATTENTION_METHODS",
     "AttentionModule",
+    "PerImageOptions",
+    "TrainedOptions",
     "AttentionOutput",
     "attention_objective",
     "checkpoint_path",
@@ -66,7 +77,6 @@ __all__ = [
     "standardize",
 ]
 
-ATTENTION_METHODS = ("attention-fixed", "attention-trained", "attention-per-image")
 KERNEL = 7
 CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"
 
@@ -173,7 +183,7 @@ class AttentionModule(nn.Module):
         Ms = torch.sigmoid(s.view(B, 1, h, w))
         return AttentionOutput(Ms * F1, Mc, Ms[:, 0])
 
-    def per_image_copy(self, batch: int) -> "AttentionModule":
+    def per_image_copy(self, batch: int) -> AttentionModule:
         """A module with ``batch`` independent copies of this one's (single) parameter set."""
         if self.copies != 1:
             raise ValueError("per_image_copy expects a module with one parameter copy")
@@ -238,7 +248,7 @@ def _load_cached(path: str, device: str) -> tuple[AttentionModule, str]:
     if not file.is_file():
         raise FileNotFoundError(
             f"no trained attention checkpoint at {file}; train one with "
-            "`paperlib-train-attention --model <name>` (or pass attention={'checkpoint': path})")
+            "`paperlib-train-attention --model <name>` (or pass checkpoint=path)")
     state = torch.load(file, map_location="cpu", weights_only=True)
     config = json.loads(file.with_suffix(".json").read_text())
     module = AttentionModule(config["channels"], config["reduction"])
@@ -258,52 +268,81 @@ def load_trained(black_box: BlackBox, checkpoint: str | Path | None = None
 # ---------------------------------------------------------------------------------------------
 # The three methods, registered with the CAM pipeline
 
-@register_method("attention-fixed")
-def _attention_fixed(p: Pass) -> torch.Tensor:
-    """Parameter-free channel + spatial attention over Grad-CAM's terms."""
+@register_method("attention-fixed", label="Attention (fixed)", role="variant")
+def _attention_fixed(p: Pass, o: NoOptions) -> torch.Tensor:
+    """An & Joe (2022), Eq. 6-7, parameter-free: identity MLP, 7x7 window mean, z-scored gates
+    (:func:`fixed_attention`) over Grad-CAM's terms F."""
     return fixed_attention(p.gradcam_terms).saliency
 
 
-@register_method("attention-trained")
-def _attention_trained(p: Pass) -> torch.Tensor:
-    """The trained module (checkpoint per black box) over Grad-CAM's terms."""
-    module, _ = load_trained(p.black_box, p.options.attention.get("checkpoint"))
+@dataclass
+class TrainedOptions:
+    """``attention-trained``'s parameters.
+
+    Attributes:
+        checkpoint: a checkpoint file; ``None``: the one shipped for the black box and layer
+            (:func:`checkpoint_path`).
+    """
+
+    checkpoint: str | None = None
+
+
+@register_method("attention-trained", label="Attention (trained)", role="variant",
+                 options=TrainedOptions)
+def _attention_trained(p: Pass, o: TrainedOptions) -> torch.Tensor:
+    """An & Joe (2022), Eq. 6-7, with a learned MLP and 7x7 convolution (checkpoint per black box
+    and layer, :mod:`paperlib.attention_training`) over Grad-CAM's terms F."""
+    module, _ = load_trained(p.black_box, o.checkpoint)
     with torch.no_grad():
         return module(p.gradcam_terms).saliency
 
 
-#: per-image fitting defaults (overridable through ``options.attention``)
-PER_IMAGE_DEFAULTS = {"steps": 10, "lr": 0.01}
+@dataclass
+class PerImageOptions:
+    """``attention-per-image``'s parameters.
+
+    Attributes:
+        per_image_steps: Adam steps per image (default 10).
+        per_image_lr: their learning rate (default 0.01).
+        checkpoint: the starting point, as for ``attention-trained``.
+    """
+
+    per_image_steps: int = 10
+    per_image_lr: float = 0.01
+    checkpoint: str | None = None
 
 
-@register_method("attention-per-image")
-def _attention_per_image(p: Pass) -> torch.Tensor:
-    """The module fitted to each image: ``steps`` Adam steps (lr ``lr``) on the objective.
+@register_method("attention-per-image", label="Attention (per-image)", role="variant",
+                 options=PerImageOptions, extra_forwards=True)
+def _attention_per_image(p: Pass, o: PerImageOptions) -> torch.Tensor:
+    """An & Joe (2022), Eq. 6-7, the module fitted to each image: ``per_image_steps`` Adam steps
+    (lr ``per_image_lr``) on the training objective (:func:`attention_objective`).
 
     Starts from the trained checkpoint and uses its l_area / l_tv; without a checkpoint, from the
     seeded default initialisation with l_area = 1, l_tv = 0 (a warning says so).
     """
-    opts = {**PER_IMAGE_DEFAULTS, **p.options.attention}
     bb, F_ = p.black_box, p.gradcam_terms
     B, C = F_.shape[:2]
+    l_area: Any
+    l_tv: Any
     try:
-        base, config = load_trained(bb, opts.get("checkpoint"))
+        base, config = load_trained(bb, o.checkpoint)
         l_area, l_tv = config["l_area"], config["l_tv"]
     except FileNotFoundError:
         warnings.warn(f"{bb.name}: no trained attention checkpoint; attention-per-image starts "
                       "from a seeded random initialisation with l_area=1, l_tv=0", stacklevel=2)
         torch.manual_seed(p.options.seed)
         base, l_area, l_tv = AttentionModule(C).to(F_.device), 1.0, 0.0
-    size = tuple(p.images.shape[-2:])
+    size = (int(p.images.shape[-2]), int(p.images.shape[-1]))
     saliency = torch.empty(B, *F_.shape[2:], device=F_.device, dtype=F_.dtype)
     chunk = max(1, p.options.chunk_size)
     for start in range(0, B, chunk):
         sl = slice(start, min(B, start + chunk))
         n = sl.stop - sl.start
         module = base.per_image_copy(n).requires_grad_(True)
-        opt = torch.optim.Adam(module.parameters(), lr=opts["lr"])
+        opt = torch.optim.Adam(module.parameters(), lr=o.per_image_lr)
         with torch.enable_grad():
-            for _ in range(opts["steps"]):
+            for _ in range(o.per_image_steps):
                 opt.zero_grad(set_to_none=True)
                 maps = differentiable_map(module(F_[sl]).saliency, size)
                 loss, _ = attention_objective(bb, p.images[sl], maps, p.targets[sl], l_area, l_tv)
@@ -311,5 +350,9 @@ def _attention_per_image(p: Pass) -> torch.Tensor:
                 opt.step()
         with torch.no_grad():
             saliency[sl] = module(F_[sl]).saliency
-    p.forwards["attention-per-image"] = B * opts["steps"]
+    p.forwards["attention-per-image"] = B * o.per_image_steps
     return saliency
+
+
+#: The paper's method, every reading the kit registers (role "variant").
+ATTENTION_METHODS = method_names("variant")

@@ -22,11 +22,17 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .attention import (AttentionModule, attention_objective, checkpoint_path,
-                        differentiable_map, save_checkpoint)
+from .attention import (
+    AttentionModule,
+    attention_objective,
+    checkpoint_path,
+    differentiable_map,
+    save_checkpoint,
+)
 from .cam import gradient_pass
 from .data import ImageDataset, iter_batches, load_images
-from .metrics import keep_top, masked_inputs, n_pixels, pixel_ranks, score_inputs
+from .masking import keep_top, masked_inputs, n_pixels, pixel_ranks
+from .metrics import score_inputs
 from .models import BlackBox, load_model
 
 __all__ = ["TrainConfig", "TrainingData", "prepare", "train_module", "train_attention", "main"]
@@ -56,7 +62,7 @@ class TrainingData:
     terms: torch.Tensor
     files: list[str] = field(default_factory=list)
 
-    def part(self, idx: list[int]) -> "TrainingData":
+    def part(self, idx: list[int]) -> TrainingData:
         return TrainingData(self.images[idx], self.targets[idx], self.terms[idx],
                             [self.files[i] for i in idx])
 
@@ -81,10 +87,11 @@ def heldout_criterion(black_box: BlackBox, module: AttentionModule, data: Traini
         for start in range(0, len(data.targets), batch_size):
             sl = slice(start, start + batch_size)
             x = data.images[sl]
-            maps = differentiable_map(module(data.terms[sl]).saliency, tuple(x.shape[-2:]))
+            size = (int(x.shape[-2]), int(x.shape[-1]))
+            maps = differentiable_map(module(data.terms[sl]).saliency, size)
             ranks = pixel_ranks(maps)
             for k in fractions:
-                mask = keep_top(ranks, n_pixels(k, ranks.shape[1]), tuple(x.shape[-2:]))
+                mask = keep_top(ranks, n_pixels(k, ranks.shape[1]), size)
                 prob, _ = score_inputs(black_box, masked_inputs(x, mask), data.targets[sl])
                 scores.append(prob.cpu())
     return float(torch.cat(scores).mean())
@@ -92,13 +99,14 @@ def heldout_criterion(black_box: BlackBox, module: AttentionModule, data: Traini
 
 def train_module(black_box: BlackBox, data: TrainingData, l_area: float, l_tv: float,
                  config: TrainConfig, progress: bool = False) -> tuple[AttentionModule, list[dict]]:
-    """Adam on the objective over ``data`` for ``config.epochs`` epochs; returns module and history."""
+    """Adam on the objective over ``data`` for ``config.epochs`` epochs; returns module and
+    history."""
     torch.manual_seed(config.seed)
     module = AttentionModule(data.terms.shape[1], config.reduction).to(black_box.device)
     opt = torch.optim.Adam(module.parameters(), lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     n = len(data.targets)
-    size = tuple(data.images.shape[-2:])
+    size = (int(data.images.shape[-2]), int(data.images.shape[-1]))
     history = []
     for epoch in range(config.epochs):
         order = torch.randperm(n, generator=gen).tolist()

@@ -17,26 +17,34 @@ No constant is added to any formula: where a denominator is zero the affected te
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .hooks import capture_layer, layer_gradients
-from .metrics import masked_inputs
+from .masking import masked_inputs
 from .models import BlackBox
-from .perf import clock
+from .perf import CHUNK_SIZE, clock
 
 __all__ = [
     "ExplainOptions",
     "Explanations",
     "GRADIENT_METHODS",
     "METHODS",
+    "MethodSpec",
+    "NoOptions",
     "Pass",
+    "default_methods",
     "explain",
     "gradient_pass",
+    "method_label",
+    "method_names",
     "normalize_maps",
     "register_method",
     "safe_divide",
@@ -51,27 +59,203 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(num))
 
 
+# ---------------------------------------------------------------------------------------------
+# The registry: one record per method
+
 @dataclass
-class ExplainOptions:
-    """Parameters of the methods that have any (documented defaults).
+class NoOptions:
+    """The options of a method that has none."""
+
+
+#: A method's role in the paper's comparison: one of its four baselines, a reading of its
+#: method (compared against every baseline by the claim check), or a method beyond the paper.
+ROLES = ("baseline", "variant", "extra")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the kit knows about one method; :func:`register_method` makes it.
 
     Attributes:
-        smooth_samples: SmoothGrad-CAM++'s number of noisy copies n (default 8).
-        smooth_sigma: its noise standard deviation as a fraction of each image's value range
-            (max - min); default 0.15, inside SmoothGrad's recommended 10-20%.
-        scorecam_channels: Score-CAM's channel budget: the k channels of largest mean activation
-            per image (default 64 of Lite0's 1280); ``None`` uses every channel.
-        seed: seeds SmoothGrad's noise (and anything else random in a method).
-        chunk_size: at most this many images per extra forward (SmoothGrad, Score-CAM, attention).
-        attention: options of the attention variants (see :mod:`paperlib.attention`).
+        name: the name :func:`explain` takes.
+        fn: ``fn(p: Pass, options) -> (B, h, w)`` saliency before the pipeline's ReLU.
+        options: the dataclass of the method's own parameters, with their defaults
+            (:class:`NoOptions` when it has none). Its field names are the method's keywords of
+            :func:`explain` and of the evaluation settings, so they are unique across methods
+            (a field two methods share, like ``checkpoint``, must mean the same for both).
+        label: display name (tables, figures, benchmark).
+        role: ``baseline`` / ``variant`` / ``extra`` (:data:`ROLES`).
+        gradient_only: computed from the single pass's (A, g) alone.
+        extra_forwards: needs image forwards beyond the shared pass (they are counted).
     """
 
-    smooth_samples: int = 8
-    smooth_sigma: float = 0.15
-    scorecam_channels: int | None = 64
+    name: str
+    fn: Callable[[Pass, Any], torch.Tensor]
+    options: type
+    label: str
+    role: str
+    gradient_only: bool
+    extra_forwards: bool
+
+    @property
+    def doc(self) -> str:
+        """The method's docstring: its reference and formula."""
+        return inspect.getdoc(self.fn) or ""
+
+
+#: name -> :class:`MethodSpec`, in registration order.
+METHODS: dict[str, MethodSpec] = {}
+#: the methods computed from (A, g) alone, with no extra forward (kept in step with METHODS).
+GRADIENT_METHODS: list[str] = []
+
+
+def register_method(name: str, *, label: str, role: str = "extra", options: type = NoOptions,
+                    gradient_only: bool = False, extra_forwards: bool = False
+                    ) -> Callable[[Callable[[Pass, Any], torch.Tensor]],
+                                  Callable[[Pass, Any], torch.Tensor]]:
+    """Decorator adding a method to :data:`METHODS`. Registering a name twice is an error.
+
+    Adding a method to the kit is this decorator on one function (plus its options dataclass):
+    :func:`explain`, the evaluation settings, the tables, figures and benchmark read the registry.
+    """
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is already registered (by "
+                         f"{METHODS[name].fn.__module__}.{METHODS[name].fn.__qualname__})")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if not dataclasses.is_dataclass(options) or not isinstance(options, type):
+        raise TypeError(f"options of {name!r} must be a dataclass type, got {options!r}")
+    reserved = {f.name for f in dataclasses.fields(ExplainOptions)}
+    for f in dataclasses.fields(options):
+        if f.name in reserved:
+            raise ValueError(f"option {f.name!r} of {name!r} clashes with ExplainOptions.{f.name}")
+        for other in METHODS.values():
+            theirs = {g.name: g for g in dataclasses.fields(other.options)}
+            if f.name in theirs and other.options is not options and \
+                    theirs[f.name].default != f.default:
+                raise ValueError(f"option {f.name!r} of {name!r} is also an option of "
+                                 f"{other.name!r} with another default")
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"option {f.name!r} of {name!r} needs a default")
+
+    def deco(fn: Callable[[Pass, Any], torch.Tensor]) -> Callable[[Pass, Any], torch.Tensor]:
+        METHODS[name] = MethodSpec(name, fn, options, label, role, gradient_only, extra_forwards)
+        if gradient_only:
+            GRADIENT_METHODS.append(name)
+        return fn
+
+    return deco
+
+
+def unregister_method(name: str) -> None:
+    """Remove a method (for tests that register toy methods)."""
+    METHODS.pop(name)
+    if name in GRADIENT_METHODS:
+        GRADIENT_METHODS.remove(name)
+
+
+def method_names(role: str | None = None) -> tuple[str, ...]:
+    """Registered method names (of one role), in registration order."""
+    return tuple(n for n, s in METHODS.items() if role is None or s.role == role)
+
+
+def default_methods() -> tuple[str, ...]:
+    """Every registered method, the paper's baselines first, then its variants, then the rest."""
+    return tuple(n for role in ROLES for n in method_names(role))
+
+
+def method_label(name: str) -> str:
+    """The display name of a method (its name when it is not registered)."""
+    spec = METHODS.get(name)
+    return spec.label if spec is not None else name
+
+
+def check_methods(methods: Iterable[str]) -> tuple[str, ...]:
+    """``methods`` as a tuple; an unknown name is an error listing the registered ones."""
+    if isinstance(methods, str):
+        methods = (methods,)
+    methods = tuple(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected names from {sorted(METHODS)}")
+    return methods
+
+
+@dataclass
+class ExplainOptions:
+    """The options of an :func:`explain` call: shared ones, and each method's own.
+
+    Attributes:
+        seed: seeds anything random in a method (SmoothGrad's noise, initialisations).
+        chunk_size: at most this many images per extra forward (SmoothGrad, Score-CAM, attention).
+        methods: ``{method name: its options dataclass instance}``; a method not listed uses its
+            defaults (:meth:`of`).
+
+    :meth:`build` makes one from flat keywords (``smooth_samples=4``), each routed to the
+    method(s) whose options declare it.
+    """
+
     seed: int = 0
-    chunk_size: int = 16
-    attention: dict = field(default_factory=dict)
+    chunk_size: int = CHUNK_SIZE
+    methods: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, opts in self.methods.items():
+            check_methods([name])
+            if not isinstance(opts, METHODS[name].options):
+                raise TypeError(f"options of {name!r} must be a {METHODS[name].options.__name__}, "
+                                f"got {type(opts).__name__}")
+
+    def of(self, method: str) -> Any:
+        """The options instance of ``method`` (its defaults when none was given)."""
+        opts = self.methods.get(method)
+        return opts if opts is not None else METHODS[method].options()
+
+    @staticmethod
+    def option_fields() -> dict[str, list[str]]:
+        """``{flat option name: methods that declare it}`` over every registered method."""
+        out: dict[str, list[str]] = {}
+        for name, spec in METHODS.items():
+            for f in dataclasses.fields(spec.options):
+                out.setdefault(f.name, []).append(name)
+        return out
+
+    @classmethod
+    def build(cls, base: ExplainOptions | None = None, **flat: Any) -> ExplainOptions:
+        """Options from flat keywords: ``seed``, ``chunk_size`` and any method's option field.
+
+        A keyword no method declares is an error that lists the valid ones. ``base`` supplies the
+        values not given.
+        """
+        base = base or cls()
+        shared = {f.name for f in dataclasses.fields(cls)} - {"methods"}
+        owners = cls.option_fields()
+        unknown = [k for k in flat if k not in shared and k not in owners]
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown}; expected {sorted(shared)} or a "
+                            f"method's option: {sorted(owners)}")
+        per_method: dict[str, dict[str, Any]] = {}
+        for k, v in flat.items():
+            for m in owners.get(k, []):
+                per_method.setdefault(m, {})[k] = v
+        methods = dict(base.methods)
+        for m, values in per_method.items():
+            methods[m] = dataclasses.replace(base.of(m), **values)
+        return cls(seed=flat.get("seed", base.seed),
+                   chunk_size=flat.get("chunk_size", base.chunk_size), methods=methods)
+
+    def key(self, methods: Sequence[str]) -> dict[str, Any]:
+        """What determines the maps of ``methods``: the seed and each method's options."""
+        return {"seed": self.seed,
+                **{m: dataclasses.asdict(self.of(m)) for m in methods
+                   if dataclasses.fields(METHODS[m].options)}}
+
+    def flat(self, methods: Sequence[str]) -> dict[str, Any]:
+        """The options of ``methods`` as flat keywords (what :meth:`build` takes)."""
+        out: dict[str, Any] = {"seed": self.seed, "chunk_size": self.chunk_size}
+        for m in methods:
+            out.update(dataclasses.asdict(self.of(m)))
+        return out
 
 
 @dataclass
@@ -91,24 +275,6 @@ class Pass:
     def gradcam_terms(self) -> torch.Tensor:
         """Grad-CAM's per-channel contributions w_k A_k (B, C, h, w); the paper's F."""
         return gradcam_weights(self.A, self.g)[:, :, None, None] * self.A
-
-
-#: name -> function(Pass) -> low-resolution saliency (B, h, w) before the final ReLU.
-METHODS: dict[str, Callable[[Pass], torch.Tensor]] = {}
-#: the methods computed from (A, g) alone, with no extra forward.
-GRADIENT_METHODS: list[str] = []
-
-
-def register_method(name: str, gradient_only: bool = False):
-    """Decorator adding a method to :data:`METHODS` (and to :data:`GRADIENT_METHODS`)."""
-
-    def deco(fn: Callable[[Pass], torch.Tensor]) -> Callable[[Pass], torch.Tensor]:
-        METHODS[name] = fn
-        if gradient_only:
-            GRADIENT_METHODS.append(name)
-        return fn
-
-    return deco
 
 
 def _weighted_sum(weights: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
@@ -148,37 +314,20 @@ def xgradcam_weights(A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Methods computed from the single pass
+# The methods. Registration order is the tables' order within a role.
 
-@register_method("gradcam", gradient_only=True)
-def _gradcam(p: Pass) -> torch.Tensor:
-    """Grad-CAM: L = ReLU(sum_k w_k A_k), w_k = mean_ij g_kij."""
+@register_method("gradcam", label="Grad-CAM", role="baseline", gradient_only=True)
+def _gradcam(p: Pass, o: NoOptions) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017): L = ReLU(sum_k w_k A_k), w_k = mean_ij g_kij."""
     return p.gradcam_terms.sum(dim=1)
 
 
-@register_method("gradcampp", gradient_only=True)
-def _gradcampp(p: Pass) -> torch.Tensor:
-    """Grad-CAM++: L = ReLU(sum_k w_k A_k) with Eq. 19's weights (:func:`gradcampp_weights`)."""
+@register_method("gradcampp", label="Grad-CAM++", role="baseline", gradient_only=True)
+def _gradcampp(p: Pass, o: NoOptions) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhyay et al. 2018): L = ReLU(sum_k w_k A_k) with Eq. 19's weights
+    (:func:`gradcampp_weights`, g1 = g, g2 = g^2, g3 = g^3)."""
     g = p.g
     return _weighted_sum(gradcampp_weights(p.A, g, g * g, g * g * g), p.A)
-
-
-@register_method("xgradcam", gradient_only=True)
-def _xgradcam(p: Pass) -> torch.Tensor:
-    """XGrad-CAM: L = ReLU(sum_k w_k A_k) with :func:`xgradcam_weights`."""
-    return _weighted_sum(xgradcam_weights(p.A, p.g), p.A)
-
-
-@register_method("hirescam", gradient_only=True)
-def _hirescam(p: Pass) -> torch.Tensor:
-    """HiResCAM (Draelos & Carin 2020): L = ReLU(sum_k g_k * A_k), element-wise."""
-    return (p.g * p.A).sum(dim=1)
-
-
-@register_method("layercam", gradient_only=True)
-def _layercam(p: Pass) -> torch.Tensor:
-    """Layer-CAM (Jiang et al. 2021, Eq. 4-5): L = ReLU(sum_k ReLU(g_k) * A_k), element-wise."""
-    return (p.g.clamp(min=0) * p.A).sum(dim=1)
 
 
 def _chunks(n: int, size: int) -> Iterable[slice]:
@@ -186,8 +335,23 @@ def _chunks(n: int, size: int) -> Iterable[slice]:
         yield slice(start, min(n, start + size))
 
 
-@register_method("smoothgradcampp")
-def _smoothgradcampp(p: Pass) -> torch.Tensor:
+@dataclass
+class SmoothGradOptions:
+    """SmoothGrad-CAM++'s parameters.
+
+    Attributes:
+        smooth_samples: number of noisy copies n (default 8).
+        smooth_sigma: noise standard deviation as a fraction of each image's value range
+            (max - min); default 0.15, inside SmoothGrad's recommended 10-20%.
+    """
+
+    smooth_samples: int = 8
+    smooth_sigma: float = 0.15
+
+
+@register_method("smoothgradcampp", label="SmoothGrad-CAM++", role="baseline",
+                 options=SmoothGradOptions, extra_forwards=True)
+def _smoothgradcampp(p: Pass, o: SmoothGradOptions) -> torch.Tensor:
     """SmoothGrad-CAM++ (Omeiza et al. 2019).
 
     n noisy copies x + N(0, (sigma * (max x - min x))^2) of each image go through the network (in
@@ -200,25 +364,25 @@ def _smoothgradcampp(p: Pass) -> torch.Tensor:
     every image of the batch (each scaled by its image's range), so the map of an image does not
     depend on the batch it is computed in.
     """
-    opts = p.options
-    n = opts.smooth_samples
+    n = o.smooth_samples
     if n < 1:
         raise ValueError(f"smooth_samples must be >= 1, got {n}")
     B = p.images.shape[0]
-    gen = torch.Generator(device=p.images.device).manual_seed(opts.seed)
+    gen = torch.Generator(device=p.images.device).manual_seed(p.options.seed)
     noise = torch.randn((n, *p.images.shape[1:]), generator=gen, device=p.images.device)
     flat = p.images.flatten(1)
-    scale = (opts.smooth_sigma * (flat.max(1).values - flat.min(1).values)).view(B, 1, 1, 1, 1)
+    scale = (o.smooth_sigma * (flat.max(1).values - flat.min(1).values)).view(B, 1, 1, 1, 1)
     noisy = (p.images[:, None] + scale * noise[None]).flatten(0, 1)  # (B*n, 3, H, W), image-major
     targets = p.targets.repeat_interleave(n)
     g1 = torch.zeros_like(p.A)
     g2 = torch.zeros_like(p.A)
     g3 = torch.zeros_like(p.A)
     bb = p.black_box
-    per_chunk = max(1, opts.chunk_size)
+    per_chunk = max(1, p.options.chunk_size)
     with capture_layer(bb.model, bb.target_layer) as cap, torch.enable_grad():
         for sl in _chunks(B * n, per_chunk):
             logits = bb.model(noisy[sl])
+            assert cap.activations is not None
             g = layer_gradients(logits, targets[sl], cap.activations).detach()
             idx = torch.arange(sl.start, sl.stop, device=g.device) // n
             g1.index_add_(0, idx, g)
@@ -228,14 +392,32 @@ def _smoothgradcampp(p: Pass) -> torch.Tensor:
     return _weighted_sum(gradcampp_weights(p.A, g1 / n, g2 / n, g3 / n), p.A)
 
 
+@register_method("xgradcam", label="XGrad-CAM", role="baseline", gradient_only=True)
+def _xgradcam(p: Pass, o: NoOptions) -> torch.Tensor:
+    """XGrad-CAM (Fu et al. 2020): L = ReLU(sum_k w_k A_k) with :func:`xgradcam_weights`."""
+    return _weighted_sum(xgradcam_weights(p.A, p.g), p.A)
+
+
 def _minmax(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     lo = x.amin(dim=dims, keepdim=True)
     hi = x.amax(dim=dims, keepdim=True)
     return safe_divide(x - lo, hi - lo)
 
 
-@register_method("scorecam")
-def _scorecam(p: Pass) -> torch.Tensor:
+@dataclass
+class ScoreCAMOptions:
+    """Score-CAM's parameters.
+
+    Attributes:
+        scorecam_channels: channel budget: the k channels of largest mean activation per image
+            (default 64 of Lite0's 1280); ``None`` uses every channel.
+    """
+
+    scorecam_channels: int | None = 64
+
+
+@register_method("scorecam", label="Score-CAM", options=ScoreCAMOptions, extra_forwards=True)
+def _scorecam(p: Pass, o: ScoreCAMOptions) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020): w_k = softmax probability of the target for x * H_k.
 
     H_k is channel k upsampled (bilinear) to the input and min-max normalised to [0, 1] (a flat
@@ -246,9 +428,9 @@ def _scorecam(p: Pass) -> torch.Tensor:
     """
     A = p.A
     B, C = A.shape[:2]
-    k = C if p.options.scorecam_channels is None else min(C, p.options.scorecam_channels)
+    k = C if o.scorecam_channels is None else min(C, o.scorecam_channels)
     chosen = A.mean(dim=(2, 3)).topk(k, dim=1).indices  # (B, k)
-    size = tuple(p.images.shape[-2:])
+    size = (int(p.images.shape[-2]), int(p.images.shape[-1]))
     scores = torch.empty(B * k, device=A.device, dtype=A.dtype)
     bb = p.black_box
     with torch.no_grad():
@@ -262,6 +444,18 @@ def _scorecam(p: Pass) -> torch.Tensor:
     weights.scatter_(1, chosen, scores.view(B, k))
     p.forwards["scorecam"] = B * k
     return _weighted_sum(weights, A)
+
+
+@register_method("layercam", label="Layer-CAM", gradient_only=True)
+def _layercam(p: Pass, o: NoOptions) -> torch.Tensor:
+    """Layer-CAM (Jiang et al. 2021, Eq. 4-5): L = ReLU(sum_k ReLU(g_k) * A_k), element-wise."""
+    return (p.g.clamp(min=0) * p.A).sum(dim=1)
+
+
+@register_method("hirescam", label="HiResCAM", gradient_only=True)
+def _hirescam(p: Pass, o: NoOptions) -> torch.Tensor:
+    """HiResCAM (Draelos & Carin 2020): L = ReLU(sum_k g_k * A_k), element-wise."""
+    return (p.g * p.A).sum(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,26 +477,43 @@ def normalize_maps(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return safe_divide(maps - lo, hi - lo), is_flat
 
 
-class Explanations(dict):
-    """``{method: (B, H, W) maps in [0, 1]}`` plus what the pass saw.
+@dataclass
+class Explanations(Mapping[str, torch.Tensor]):
+    """``{method: (B, H, W) maps in [0, 1]}`` (a read-only mapping) plus what the pass saw.
+
+    ``ex["gradcam"]``, ``list(ex)``, ``dict(ex)`` give the maps; the attributes stay on ``ex``.
 
     Attributes:
+        maps: ``{method: (B, H, W)}`` in [0, 1].
         targets: (B,) explained classes.
         logits: (B, K) logits of the clean images.
-        flat: ``{method: number of images whose map was all zero or constant}``.
-        flat_images: ``{method: (B,) bool}``, which images those were.
+        flat_images: ``{method: (B,) bool}``, the images whose map was all zero or constant.
         forwards: ``{method: extra image forwards it needed}`` (the shared pass not counted).
         low_res: ``{method: (B, h, w)}`` maps after the ReLU, before upsampling.
         seconds: ``{method: wall seconds}``, plus ``"pass"`` for the shared forward/backward.
     """
 
+    maps: dict[str, torch.Tensor]
     targets: torch.Tensor
     logits: torch.Tensor
-    flat: dict[str, int]
     flat_images: dict[str, torch.Tensor]
     forwards: dict[str, int]
     low_res: dict[str, torch.Tensor]
     seconds: dict[str, float]
+
+    def __getitem__(self, method: str) -> torch.Tensor:
+        return self.maps[method]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.maps)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    @property
+    def flat(self) -> dict[str, int]:
+        """``{method: number of images whose map was all zero or constant}``."""
+        return {m: int(v.sum()) for m, v in self.flat_images.items()}
 
 
 def _as_targets(targets, batch: int, device: torch.device, logits: torch.Tensor) -> torch.Tensor:
@@ -336,42 +547,38 @@ def gradient_pass(black_box: BlackBox, images: torch.Tensor,
                 options or ExplainOptions())
 
 
-def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] = ("gradcam",),
+def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] | str = ("gradcam",),
             targets: Sequence[int] | torch.Tensor | None = None,
-            options: ExplainOptions | None = None, **option_kwargs) -> Explanations:
+            options: ExplainOptions | None = None, **option_kwargs: Any) -> Explanations:
     """Maps of every method in ``methods`` for a batch, from one shared pass.
 
     Args:
         black_box: from :func:`paperlib.load_model` (or any :class:`BlackBox`).
         images: (B, 3, H, W) in [0, 1], as the black box's ``preprocess`` gives them.
-        methods: names from :data:`METHODS`.
+        methods: names from :data:`METHODS` (or one name).
         targets: one class index per image; ``None``: the predicted class. A list of the wrong
             length is an error (never silently truncated).
-        options / option_kwargs: :class:`ExplainOptions` or its fields as keywords.
+        options / option_kwargs: :class:`ExplainOptions`, and/or flat option keywords
+            (``seed``, ``chunk_size``, any method's option such as ``smooth_samples=4``) applied
+            on top of it (:meth:`ExplainOptions.build`).
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; expected names from {sorted(METHODS)}")
-    if options is None:
-        options = ExplainOptions(**option_kwargs)
-    elif option_kwargs:
-        raise TypeError("pass either options= or option keywords, not both")
+    methods = check_methods(methods)
+    if option_kwargs:
+        options = ExplainOptions.build(options, **option_kwargs)
+    options = options or ExplainOptions()
     device = black_box.device
     start = clock(device)
     p = gradient_pass(black_box, images, targets, options)
-    out = Explanations()
-    out.targets, out.logits, out.low_res = p.targets, p.logits, {}
-    out.flat, out.flat_images = {}, {}
-    out.seconds = {"pass": clock(device) - start}
-    size = tuple(p.images.shape[-2:])
+    seconds = {"pass": clock(device) - start}
+    size = (int(p.images.shape[-2]), int(p.images.shape[-1]))
+    maps, low_res, flat_images = {}, {}, {}
     for name in methods:
         start = clock(device)
-        low = METHODS[name](p).clamp(min=0)
-        maps, is_flat = normalize_maps(upsample(low, size))
-        out[name] = maps
-        out.low_res[name] = low
-        out.flat_images[name] = is_flat
-        out.flat[name] = int(is_flat.sum())
-        out.seconds[name] = clock(device) - start
-    out.forwards = {m: p.forwards.get(m, 0) for m in methods}
-    return out
+        spec = METHODS[name]
+        low = spec.fn(p, options.of(name)).clamp(min=0)
+        maps[name], flat_images[name] = normalize_maps(upsample(low, size))
+        low_res[name] = low
+        seconds[name] = clock(device) - start
+    return Explanations(maps=maps, targets=p.targets, logits=p.logits, flat_images=flat_images,
+                        forwards={m: p.forwards.get(m, 0) for m in methods}, low_res=low_res,
+                        seconds=seconds)

@@ -24,9 +24,9 @@ import functools
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -164,11 +164,11 @@ class ImageDataset(torch.utils.data.Dataset):
     def files(self) -> list[str]:
         return [self.file_name(i) for i in range(len(self))]
 
-    def _derive(self, records: Sequence[Record]) -> "ImageDataset":
+    def _derive(self, records: Sequence[Record]) -> ImageDataset:
         # The report is shared: a file skipped while reading a subset is reported for the whole.
         return ImageDataset(self.root, records, self.layout, self.report)
 
-    def split(self, name: str | None) -> "ImageDataset":
+    def split(self, name: str | None) -> ImageDataset:
         """The images of split ``name`` (:data:`SPLITS`); ``None`` or ``"all"``: every image."""
         if name in (None, "all"):
             return self
@@ -177,7 +177,7 @@ class ImageDataset(torch.utils.data.Dataset):
         mod, rest = SPLITS[name]
         return self._derive([r for r in self.records if r.label % mod == rest])
 
-    def subset(self, n_images: int | None) -> "ImageDataset":
+    def subset(self, n_images: int | None) -> ImageDataset:
         """``n_images`` images spread evenly over the (class-sorted) list; ``None``: all of them.
 
         Even spacing keeps a small run diverse (the first n files would all be fish and birds)

@@ -7,7 +7,8 @@ images of the even class indices, hashed from the copy the kit was developed wit
 a mismatch is an error; the other files are listed with their hashes in ``SHA256SUMS.observed``
 beside the images. Nothing is downloaded when the folder already holds images.
 
-CLI: ``python -m paperlib.download [DEST]`` (default: ``$PAPERLIB_DATA`` or ``data/imagenet-sample``).
+CLI: ``python -m paperlib.download [DEST]`` (default: ``$PAPERLIB_DATA`` or
+``data/imagenet-sample``).
 """
 
 from __future__ import annotations

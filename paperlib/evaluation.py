@@ -12,77 +12,100 @@ of ``chunk_size`` of the batch's images (best of three). The evaluation's cost i
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from .attention import ATTENTION_METHODS, checkpoint_path
-from .cam import ExplainOptions, explain
+from .attention import checkpoint_path
+from .cam import ExplainOptions, check_methods, default_methods, explain, method_names
 from .data import ImageDataset
-from .metrics import MetricConfig, evaluate_batch
+from .metrics import MetricConfig, evaluate_batch, image_rows
 from .models import BlackBox
-from .paths import PACKAGE_DIR, results_dir
+from .paths import results_dir
 from .perf import clock
-from .results import ResultsCache, fingerprint
+from .results import ResultsCache, code_fingerprint
 
-__all__ = ["ALL_METHODS", "PAPER_BASELINES", "EvalSettings", "Evaluation", "measure_floor",
-           "run_evaluation"]
+__all__ = ["EvalSettings", "Evaluation", "measure_floor", "paper_baselines",
+           "run_evaluation", "variants"]
 
-#: The paper's four baselines.
-PAPER_BASELINES = ("gradcam", "gradcampp", "smoothgradcampp", "xgradcam")
-#: Every method of Tables 3-4: the baselines, the paper's method (three variants), and beyond.
-ALL_METHODS = PAPER_BASELINES + ATTENTION_METHODS + ("scorecam", "layercam", "hirescam")
+TARGETS = ("predicted", "label")
+
+
+def paper_baselines() -> tuple[str, ...]:
+    """The paper's four baselines (registered with role ``baseline``)."""
+    return method_names("baseline")
+
+
+def variants() -> tuple[str, ...]:
+    """Every registered reading of the paper's method (role ``variant``)."""
+    return method_names("variant")
 
 
 @dataclass
 class EvalSettings:
-    """Everything that determines the numbers (it names the cache) -- plus batch sizes, which don't.
+    """Everything that determines an evaluation's numbers, composed of the explain options and
+    the metric configuration; the results key is derived from it (:meth:`key`).
 
-    Defaults are the ones ``make reproduce`` uses on the CPU (see the README for their cost).
+    Every default is declared once: the methods' options on their dataclasses in
+    :mod:`paperlib.cam` / :mod:`paperlib.attention`, the metrics' in
+    :class:`paperlib.metrics.MetricConfig`, the run's here. ``batch_size`` and the chunk sizes
+    change no number and are not part of the key.
     """
 
-    methods: tuple[str, ...] = ALL_METHODS
+    methods: tuple[str, ...] = field(default_factory=default_methods)
     split: str = "eval"
     n_images: int | None = None
-    seed: int = 0
     target: str = "predicted"           # or "label" (ground truth)
-    fill: str = "black"
-    fractions: tuple[int, ...] = (5, 10, 20, 25, 50)
-    curve_steps: int = 16
-    smooth_samples: int = 8
-    smooth_sigma: float = 0.15
-    scorecam_channels: int | None = 64
-    per_image_steps: int = 10
-    per_image_lr: float = 0.01
-    batch_size: int = 16                # not part of the cache key
-    chunk_size: int = 16                # not part of the cache key
+    explain: ExplainOptions = field(default_factory=ExplainOptions)
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+    batch_size: int = 16
 
     def __post_init__(self) -> None:
-        self.methods = tuple(self.methods)
-        self.fractions = tuple(self.fractions)
-        if self.target not in ("predicted", "label"):
-            raise ValueError(f"target must be 'predicted' or 'label', got {self.target!r}")
-        MetricConfig(self.fill, self.fractions, self.curve_steps)  # validates
+        self.methods = check_methods(self.methods)
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+
+    @property
+    def seed(self) -> int:
+        return self.explain.seed
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, Any]) -> EvalSettings:
+        """Settings from flat parameters, e.g. a notebook's parameters cell (``globals()``).
+
+        Recognised names: this class's fields (``methods``, ``split``, ``n_images``, ``target``,
+        ``batch_size``), :class:`MetricConfig`'s (``fill``, ``fractions``, ``curve_steps``) and
+        :class:`ExplainOptions`' flat options (``seed``, ``chunk_size``, every method's option
+        such as ``smooth_samples``). A value of ``None`` means the default (except ``n_images``,
+        where ``None`` is "all"); other names are ignored.
+        """
+        own = {f.name for f in dataclasses.fields(cls)} - {"explain", "metrics"}
+        metric_names = {f.name for f in dataclasses.fields(MetricConfig)}
+        explain_names = ({"seed", "chunk_size"} | set(ExplainOptions.option_fields()))
+        given = {k: v for k, v in params.items() if v is not None or k == "n_images"}
+        run = {k: v for k, v in given.items() if k in own}
+        metrics = MetricConfig(**{k: v for k, v in given.items() if k in metric_names})
+        options = ExplainOptions.build(**{k: v for k, v in given.items() if k in explain_names})
+        return cls(**run, explain=options, metrics=metrics)
 
     def key(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("batch_size")
-        d.pop("chunk_size")
-        return d
+        """The results key: the run's settings, and the options of its methods only."""
+        return {"methods": list(self.methods), "split": self.split, "n_images": self.n_images,
+                "target": self.target, "explain": self.explain.key(self.methods),
+                "metrics": self.metrics.key()}
 
-    def explain_options(self) -> ExplainOptions:
-        return ExplainOptions(smooth_samples=self.smooth_samples, smooth_sigma=self.smooth_sigma,
-                              scorecam_channels=self.scorecam_channels, seed=self.seed,
-                              chunk_size=self.chunk_size,
-                              attention={"steps": self.per_image_steps, "lr": self.per_image_lr})
-
-    def metric_config(self) -> MetricConfig:
-        return MetricConfig(self.fill, self.fractions, self.curve_steps, self.chunk_size)
+    def describe(self) -> dict[str, Any]:
+        """Every value in effect, flat (what a notebook prints)."""
+        return {"methods": list(self.methods), "split": self.split, "n_images": self.n_images,
+                "target": self.target, "batch_size": self.batch_size,
+                **{k: v for k, v in dataclasses.asdict(self.metrics).items()},
+                **self.explain.flat(self.methods)}
 
 
 @dataclass
@@ -128,33 +151,6 @@ def measure_floor(black_box: BlackBox, images: torch.Tensor, chunk_size: int,
     return best / chunk_size
 
 
-def _rows(files: list[str], labels: np.ndarray, scores, flat: dict[str, torch.Tensor],
-          settings: EvalSettings) -> list[dict[str, Any]]:
-    rows = []
-    Y = scores.Y
-    for m, r in scores.per_method.items():
-        for b, file in enumerate(files):
-            row: dict[str, Any] = {"file": file, "label": int(labels[b]),
-                                   "target": int(scores.target[b]), "method": m, "Y": Y[b],
-                                   "flat_map": bool(flat[m][b])}
-            for key in ["O_soft"] + [f"O_top{k}" for k in settings.fractions]:
-                tag = key[2:]
-                O = r[key][b]
-                row[key] = O
-                row[f"drop_{tag}"] = max(0.0, Y[b] - O) / Y[b] * 100.0
-                row[f"increase_{tag}"] = 100.0 * float(Y[b] < O)
-            for k in settings.fractions:
-                row[f"agree_top{k}"] = 100.0 * r[f"agree_top{k}"][b]
-            row["deletion_auc"] = r["deletion_auc"][b]
-            row["insertion_auc"] = r["insertion_auc"][b]
-            for t, v in enumerate(r["deletion"][b]):
-                row[f"del_{t}"] = v
-            for t, v in enumerate(r["insertion"][b]):
-                row[f"ins_{t}"] = v
-            rows.append(row)
-    return rows
-
-
 def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSettings,
                    results_root: str | Path | None = None, progress: bool = True,
                    name: str = "eval", max_batches: int | None = None) -> Evaluation:
@@ -164,14 +160,12 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
     what was finished.
     """
     subset = dataset.split(settings.split).subset(settings.n_images)
-    code = [PACKAGE_DIR / f for f in ("models.py", "data.py", "hooks.py", "cam.py",
-                                      "attention.py", "metrics.py", "evaluation.py")]
     key = {"model": black_box.name, "target_layer": black_box.target_layer_name,
            "weights": black_box.weights, "data": str(Path(dataset.root).resolve()),
-           "n_listed": len(subset), "code": fingerprint(code + [checkpoint_path(black_box)]),
+           "n_listed": len(subset), "code": code_fingerprint(checkpoint_path(black_box)),
            **settings.key()}
     cache = ResultsCache(Path(results_dir(results_root)) / "cache", name, key)
-    options, mconfig = settings.explain_options(), settings.metric_config()
+    options, mconfig = settings.explain, settings.metrics
     new_batches = 0
     for batch in cache.pending(subset, black_box.preprocess, settings.batch_size,
                                black_box.device, f"{black_box.name}: evaluating", progress):
@@ -179,13 +173,13 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
             break
         targets = batch.labels if settings.target == "label" else None
         ex = explain(black_box, batch.images, settings.methods, targets=targets, options=options)
-        floor = measure_floor(black_box, batch.images, settings.chunk_size)
+        floor = measure_floor(black_box, batch.images, mconfig.chunk_size)
         start = clock(black_box.device)
-        scores = evaluate_batch(black_box, batch.images, dict(ex), ex.targets, mconfig,
+        scores = evaluate_batch(black_box, batch.images, ex.maps, ex.targets, mconfig,
                                 clean_logits=ex.logits)
         metric_seconds = clock(black_box.device) - start
         flat = {m: ex.flat_images[m].cpu().numpy() for m in settings.methods}
-        rows = _rows(batch.files, batch.labels.cpu().numpy(), scores, flat, settings)
+        rows = image_rows(batch.files, batch.labels.cpu().numpy(), scores, flat, mconfig)
         stats = {"n_images": len(batch), "files": batch.files, "pass_seconds": ex.seconds["pass"],
                  "method_seconds": {m: ex.seconds[m] for m in settings.methods},
                  "method_forwards": ex.forwards, "metric_seconds": metric_seconds,
@@ -194,6 +188,9 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
                  "time": time.strftime("%Y-%m-%d %H:%M:%S")}
         cache.write_batch(rows, stats)
         new_batches += 1
-    return Evaluation(cache.load(), cache.batch_stats(), settings, cache.dir, black_box.name,
+    frame = cache.load()
+    if len(frame):
+        mconfig.row_schema.validate(frame, where=str(cache.dir))
+    return Evaluation(frame, cache.batch_stats(), settings, cache.dir, black_box.name,
                       list(subset.report.skipped))
 

@@ -1,4 +1,5 @@
-"""The kit's one hook mechanism: capture a layer's output so gradients can be taken with respect to it.
+"""The kit's one hook mechanism: capture a layer's output so gradients can be taken with respect
+to it.
 
 :func:`capture_layer` registers a forward hook on ``layer``; inside the ``with`` block every forward
 of the model stores that layer's output in :attr:`Capture.activations`. If the output does not
@@ -14,9 +15,9 @@ restored to what it was on entry.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import nn

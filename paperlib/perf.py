@@ -18,7 +18,7 @@ import time
 
 import torch
 
-__all__ = ["clock", "configure_malloc"]
+__all__ = ["CHUNK_SIZE", "clock", "configure_malloc", "malloc_mode"]
 
 
 def clock(device: torch.device) -> float:
@@ -55,3 +55,8 @@ def configure_malloc(mode: str = "keep") -> str:
 def malloc_mode() -> str:
     """What :func:`configure_malloc` put in effect."""
     return _state["mode"]
+
+
+#: At most this many images per forward of masked or noisy copies (SmoothGrad-CAM++, Score-CAM,
+#: attention fitting, every metric): the kit's one default for it.
+CHUNK_SIZE = 16

@@ -6,33 +6,23 @@ Functions take tensors/frames and return matplotlib figures; no computation happ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+from . import schema
+from .cam import method_label as label
+from .paths import figures_dir
+from .stats import bootstrap_ci
 
-from .paths import figures_dir  # noqa: E402
-from .stats import bootstrap_ci  # noqa: E402
-
-__all__ = ["LABELS", "accuracy_figure", "attention_panels", "band_plot", "curves", "figure3",
+__all__ = ["accuracy_figure", "attention_panels", "band_plot", "claims_heatmap", "curves",
+           "figure3",
            "figure6", "figure7", "image_np", "method_grid", "overlay", "save", "sanity_figure",
            "score_vs_k", "training_figure"]
-
-#: Display names.
-LABELS = {
-    "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "smoothgradcampp": "SmoothGrad-CAM++",
-    "xgradcam": "XGrad-CAM", "scorecam": "Score-CAM", "layercam": "Layer-CAM",
-    "hirescam": "HiResCAM", "attention-fixed": "Attention (fixed)",
-    "attention-trained": "Attention (trained)", "attention-per-image": "Attention (per-image)",
-}
-
-
-def label(method: str) -> str:
-    return LABELS.get(method, method)
 
 
 def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> list[Path]:
@@ -111,7 +101,8 @@ def figure6(images: torch.Tensor, maps: torch.Tensor, keep: torch.Tensor, titles
     fig, axes = plt.subplots(n, 3, figsize=(5.4, 1.9 * n), squeeze=False)
     for i in range(n):
         overlay(axes[i, 0], images[i], None, title=titles[i])
-        overlay(axes[i, 1], images[i], maps[i], title=f"{label(method)} heat map" if i == 0 else None)
+        overlay(axes[i, 1], images[i], maps[i],
+                title=f"{label(method)} heat map" if i == 0 else None)
         overlay(axes[i, 2], images[i] * keep[i][None], None,
                 title=f"top {percent}% kept" if i == 0 else None)
     fig.tight_layout()
@@ -139,7 +130,7 @@ def figure7(image: torch.Tensor, masks: dict[str, dict[int, torch.Tensor]], titl
     return fig
 
 
-def band_plot(ax: plt.Axes, x: Sequence[float], per_image: np.ndarray, name: str,
+def band_plot(ax: plt.Axes, x: Sequence[float] | np.ndarray, per_image: np.ndarray, name: str,
               seed: int = 0, **kw) -> None:
     """Mean over images (rows of ``per_image``) with a 95% bootstrap band, per x."""
     cis = [bootstrap_ci(per_image[:, j], seed=seed, n_boot=1000) for j in range(per_image.shape[1])]
@@ -156,8 +147,9 @@ def score_vs_k(frame: pd.DataFrame, methods: Sequence[str], fractions: Sequence[
     for ax, (prefix, title) in zip(axes[0], prefixes.items()):
         for m in methods:
             sub = frame[frame["method"] == m]
-            scale = 100.0 if prefix == "O_top" else 1.0
-            vals = np.column_stack([sub[f"{prefix}{k}"].to_numpy() * scale for k in fractions])
+            scale = schema.readout_scale(prefix)
+            vals = np.column_stack([sub[schema.readout(prefix, k)].to_numpy() * scale
+                                    for k in fractions])
             band_plot(ax, fractions, vals, m, seed=seed, marker="o", ms=3, lw=1)
         ax.set_xlabel("k (% of pixels kept)")
         ax.set_title(title, fontsize=9)
@@ -172,13 +164,13 @@ def curves(frame: pd.DataFrame, methods: Sequence[str], steps: int, seed: int = 
     """Deletion and insertion curves (target probability vs fraction of pixels) with bands."""
     x = np.linspace(0, 1, steps + 1)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, kind, title in ((axes[0], "del", "deletion (lower is better)"),
-                            (axes[1], "ins", "insertion (higher is better)")):
+    for ax, column, title in ((axes[0], schema.deletion, "deletion (lower is better)"),
+                              (axes[1], schema.insertion, "insertion (higher is better)")):
         for m in methods:
             sub = frame[frame["method"] == m]
-            vals = np.column_stack([sub[f"{kind}_{t}"].to_numpy() for t in range(steps + 1)])
+            vals = np.column_stack([sub[column(t)].to_numpy() for t in range(steps + 1)])
             band_plot(ax, x, vals, m, seed=seed, lw=1)
-        ax.set_xlabel("fraction of pixels removed" if kind == "del" else
+        ax.set_xlabel("fraction of pixels removed" if column is schema.deletion else
                       "fraction of pixels inserted")
         ax.set_ylabel("target probability")
         ax.set_title(title, fontsize=9)
@@ -260,5 +252,37 @@ def attention_panels(images: torch.Tensor, modules: dict, ex: dict, titles: Sequ
         for m in maps:
             j += 1
             overlay(axes[i, j], images[i], ex[m][i], title=label(m) if i == 0 else None)
+    fig.tight_layout()
+    return fig
+
+
+#: Verdict -> value on the heat map's diverging scale.
+VERDICT_SCORE = {"better": 1, "no significant difference": 0, "worse": -1}
+
+
+def claims_heatmap(claims: pd.DataFrame) -> plt.Figure:
+    """The claim check as a heat map: rows variant x baseline, columns metrics, cells coloured
+    better (green) / no significant difference (grey) / worse (red), annotated with p (Holm)."""
+    import seaborn as sns
+    from matplotlib.colors import ListedColormap
+
+    frame = claims.assign(row=[f"{label(v)} vs {label(b)}"
+                               for v, b in zip(claims["variant"], claims["baseline"])])
+    score = frame.pivot_table(index="row", columns="metric", sort=False,
+                              values="verdict", aggfunc=lambda v: VERDICT_SCORE[v.iloc[0]])
+    pvals = frame.pivot_table(index="row", columns="metric", values="p (Holm)", sort=False,
+                              aggfunc="first").loc[score.index, score.columns]
+    fig, ax = plt.subplots(figsize=(1.5 * score.shape[1] + 3, 0.32 * score.shape[0] + 1.4))
+    sns.heatmap(score, ax=ax, cmap=ListedColormap(["#d6604d", "#e0e0e0", "#4393c3"]), vmin=-1.5,
+                vmax=1.5, annot=pvals.map(lambda p: f"p={p:.2g}"), fmt="", linewidths=0.5,
+                annot_kws={"fontsize": 6}, cbar_kws={"ticks": [-1, 0, 1], "shrink": 0.6})
+    colorbar = ax.collections[0].colorbar
+    if colorbar is not None:
+        colorbar.set_ticklabels(["worse", "n.s.", "better"])
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(labelsize=7)
+    ax.set_title("Does the variant beat the baseline as the paper claims? (Holm, alpha 0.05)",
+                 fontsize=8)
     fig.tight_layout()
     return fig

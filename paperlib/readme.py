@@ -1,32 +1,107 @@
-"""``make readme``: refresh the README's result blocks from the files a run wrote.
+"""``make readme``: write ``results/RESULTS.md`` and refresh the README's blocks from a run's files.
 
 Every number in the README sits between ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers
 and is rewritten here from ``results/`` (and ``benchmarks/``); nothing is typed by hand. A block
-whose source file is missing says so instead of showing stale numbers.
+whose source file is missing says so (:data:`PLACEHOLDER`) instead of showing stale numbers.
+
+``results/RESULTS.md`` holds every table of a run (Tables 2-4, the trend check, deletion and
+insertion, the claims, the paired tests, the sanity check, the run time); it is generated entirely
+here and overwritten each time. The bullets of "What the results say" are sentences built by
+:func:`findings` from ``claims.csv``, ``table4_trend.csv``, ``sanity.csv`` and ``table3.csv``.
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import re
-import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .paths import REPO_ROOT, results_dir
-from .tables import READOUTS, formatted
+from .stats import bootstrap_ci
+from .tables import CLAIMS, READOUTS, claim_check, formatted
+
+__all__ = ["PLACEHOLDER", "blocks", "findings", "main", "replace_blocks", "results_markdown",
+           "update", "write_results"]
+
+#: What a block shows when the file it is made from does not exist.
+PLACEHOLDER = "_(not yet produced: run `make reproduce`)_"
+#: Significance level of the claim verdicts (the default of :func:`paperlib.tables.claim_check`).
+ALPHA = inspect.signature(claim_check).parameters["alpha"].default
+#: Level of the bootstrap intervals (the default of :func:`paperlib.stats.bootstrap_ci`).
+LEVEL = inspect.signature(bootstrap_ci).parameters["level"].default
+#: Two methods tie when Average Drop and % Increase (percentage points) differ by at most this.
+TIE_TOLERANCE = 1e-4
+#: The paper's central claim: the attention module beats every baseline on these metrics.
+HEADLINE_METRICS = ("Average Drop", "% Increase")
+#: The variant whose parameters are fitted to each image on the quantity the metrics measure.
+PER_IMAGE = "attention-per-image"
 
 
 def _read(path: Path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
-def _table4_blocks(results: Path) -> str | None:
-    path = results / "table4.csv"
+def _csv(path: Path) -> pd.DataFrame | None:
+    """The table, or ``None`` when the file is missing or holds no rows."""
     if not path.is_file():
         return None
-    t4 = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None
+    return frame if len(frame) else None
+
+
+def _md(results: Path, name: str) -> str | None:
+    text = _read(results / f"{name}.md")
+    return (text.strip() or None) if text else None
+
+
+def _caption(results: Path, name: str) -> str | None:
+    """The caption line that :func:`paperlib.tables.write_table` puts above a table, if any."""
+    text = _read(results / f"{name}.md")
+    if not text:
+        return None
+    first = text.strip().split("\n\n", 1)[0].strip()
+    return None if first.startswith("|") else first
+
+
+def _ordered(values: pd.Series) -> list[str]:
+    """Distinct values in order of first appearance."""
+    return list(dict.fromkeys(values.tolist()))
+
+
+def _names(items: Sequence[str]) -> str:
+    return ", ".join(f"`{x}`" for x in items)
+
+
+def _and(labels: Sequence[str]) -> str:
+    """``*a*, *b* and *c*`` (labels may contain commas)."""
+    items = [f"*{x}*" for x in labels]
+    return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else \
+        (items[0] if items else "none")
+
+
+# --- blocks --------------------------------------------------------------------------------------
+
+def _choice(results: Path) -> str | None:
+    text = _read(results / "chosen_model.json")
+    if text is None:
+        return None
+    return ("Chosen black box: **{model}** (most accurate: {most_accurate}; rule: {rule})."
+            .format(**json.loads(text)))
+
+
+def _table4_blocks(results: Path) -> str | None:
+    t4 = _csv(results / "table4.csv")
+    if t4 is None:
+        return None
     ks = sorted({int(c[len("O_top"):]) for c in t4.columns if re.fullmatch(r"O_top\d+", c)})
     shown = formatted(t4)
     parts = []
@@ -34,80 +109,356 @@ def _table4_blocks(results: Path) -> str | None:
         cols = ["method"] + [f"{prefix}{k}" for k in ks]
         table = shown[cols].rename(columns={f"{prefix}{k}": f"top {k}%" for k in ks})
         parts.append(f"**{title}**\n\n" + table.to_markdown(index=False))
-    paper = ["paper (ResNet-50)"] + [
-        "n/a" if pd.isna(v) else f"{v:.2f}"
-        for v in t4.loc[t4["method"] == "gradcam", [f"paper_top{k}" for k in ks]].iloc[0]]
-    parts.append("The paper's Grad-CAM row (read-out undefined): | " + " | ".join(paper) + " |")
+    row = t4.loc[t4["method"] == "gradcam", [f"paper_top{k}" for k in ks]]
+    if len(row):
+        paper = ["paper (ResNet-50)"] + ["n/a" if pd.isna(v) else f"{v:.2f}" for v in row.iloc[0]]
+        parts.append("The paper's Grad-CAM row (read-out undefined): | " + " | ".join(paper)
+                     + " |")
     return "\n\n".join(parts)
 
 
+_SHORT = {"no significant difference": "n.s."}
+
+
 def _claims(results: Path) -> str | None:
-    path = results / "claims.csv"
-    if not path.is_file():
+    """One row per variant x baseline, one verdict column per metric."""
+    claims = _csv(results / "claims.csv")
+    if claims is None:
         return None
-    claims = pd.read_csv(path)
     wide = claims.pivot_table(index=["variant", "baseline"], columns="metric", values="verdict",
                               aggfunc="first")
-    return wide.reset_index().to_markdown(index=False)
+    order = pd.MultiIndex.from_tuples(
+        [(v, b) for v in _ordered(claims["variant"]) for b in _ordered(claims["baseline"])
+         if (v, b) in wide.index], names=["variant", "baseline"])
+    wide = wide.reindex(order)[_ordered(claims["metric"])].fillna("").replace(_SHORT)
+    legend = (f"*better* / *worse*: significant (Holm-adjusted p < {ALPHA}) in / against the "
+              "direction the paper claims; *n.s.*: no significant difference.")
+    caption = _caption(results, "claims")
+    return "\n\n".join(filter(None, [caption, wide.reset_index().to_markdown(index=False),
+                                     legend]))
+
+
+def _p(p: float) -> str:
+    return "n/a" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _wilcoxon(results: Path) -> str | None:
+    """The paired tests, compact: one row per variant x baseline, cells "mean diff (p Holm)"."""
+    wt = _csv(results / "wilcoxon.csv")
+    if wt is None:
+        return None
+    labels = {m: CLAIMS[m][0] if m in CLAIMS else m for m in _ordered(wt["metric"])}
+    rows = []
+    for v in _ordered(wt["variant"]):
+        for b in _ordered(wt["baseline"]):
+            sub = wt[(wt["variant"] == v) & (wt["baseline"] == b)]
+            if not len(sub):
+                continue
+            row = {"variant": v, "baseline": b}
+            for _, r in sub.iterrows():
+                row[labels[r["metric"]]] = f"{r['mean_diff']:+.3g} ({_p(r['p_holm'])})"
+            rows.append(row)
+    table = pd.DataFrame(rows).fillna("")
+    lower = [CLAIMS[m][0] for m in labels if m in CLAIMS and CLAIMS[m][1] < 0]
+    higher = [CLAIMS[m][0] for m in labels if m in CLAIMS and CLAIMS[m][1] > 0]
+    legend = ("Each cell: mean over images of variant - baseline (Holm-adjusted p over all "
+              f"{len(wt)} tests). Lower is better for {_and(lower)}; higher is better for "
+              f"{_and(higher)}.")
+    caption = _caption(results, "wilcoxon")
+    return "\n\n".join(filter(None, [caption, table.to_markdown(index=False), legend]))
 
 
 def _speed(results: Path) -> str | None:
+    """One or two lines: the last full run's time and the evaluation's cost against the floor."""
+    speed = _read(results / "eval_speed.json")
+    summary = _read(results / "reproduce_summary.json")
+    if speed is None and summary is None:
+        return None
+    parts = []
+    if summary is not None:
+        r = json.loads(summary)
+        parts.append(f"Last full run ({r['finished']}): **{r['total_seconds'] / 60:.1f} min** on "
+                     f"{'GPU ' + r['cuda'] if r['cuda'] else 'CPU'} ({r['machine']}, "
+                     f"{r['threads']} threads, torch {r['torch']}).")
+    if speed is not None:
+        s = json.loads(speed)
+        parts.append(f"Tables 3+4 evaluation of {s['images']} images: "
+                     f"**{s['ratio_to_floor']:.2f}x** the floor of plain forwards "
+                     f"({s['floor_ms_per_image']:.1f} ms per image; goal 1.2x).")
+    return " ".join(parts)
+
+
+def _speed_full(results: Path) -> str | None:
+    """The run time per step and the evaluation's cost against the floor, as in RESULTS.md."""
     speed = _read(results / "eval_speed.json")
     summary = _read(results / "reproduce_summary.json")
     if speed is None or summary is None:
         return None
     s, r = json.loads(speed), json.loads(summary)
-    lines = [f"Run: {r['finished']}, torch {r['torch']}, {r['threads']} threads, "
-             f"{'GPU ' + r['cuda'] if r['cuda'] else 'CPU'} ({r['machine']}); "
-             f"total {r['total_seconds'] / 60:.1f} min.", "",
-             "| step | minutes |", "|---|---|"]
-    lines += [f"| {k} | {v / 60:.1f} |" for k, v in r["steps_seconds"].items()]
-    lines += ["", f"Tables 3+4 evaluation: {s['images']} images, {s['metric_forwards']} forwards of "
-                  f"masked copies in {s['metric_seconds'] / 60:.1f} min = "
+    run = (f"Run: {r['finished']}, torch {r['torch']}, {r['threads']} threads, "
+           f"{'GPU ' + r['cuda'] if r['cuda'] else 'CPU'} ({r['machine']}); "
+           f"total {r['total_seconds'] / 60:.1f} min.")
+    evaluation = (f"Tables 3+4 evaluation: {s['images']} images, {s['metric_forwards']} forwards "
+                  f"of masked copies in {s['metric_seconds'] / 60:.1f} min = "
                   f"**{s['ratio_to_floor']:.2f}x** the floor ({s['floor_ms_per_image']:.1f} ms per "
-                  "plain forward per image, measured on every batch of the same run; goal 1.2x)."]
+                  "plain forward per image, measured on every batch of the same run; goal 1.2x).")
+    lines = [run, "", "| step | minutes |", "|---|---|"]
+    lines += [f"| {k} | {v / 60:.1f} |" for k, v in r["steps_seconds"].items()]
+    lines += ["", evaluation]
     return "\n".join(lines)
 
 
-def blocks(results: Path) -> dict[str, str | None]:
-    bench = REPO_ROOT / "benchmarks"
+# --- "What the results say" ----------------------------------------------------------------------
 
-    def md(name: str) -> str | None:
-        text = _read(results / f"{name}.md")
-        return text.strip() if text else None
+def _versus(verdict: str, names: list[str], total: int) -> str:
+    how = {"better": "better than", "worse": "worse than",
+           "no significant difference": "no significant difference from"}.get(verdict,
+                                                                              f"{verdict}:")
+    if len(names) == total:
+        return (f"{how} {_names(names)}" if total == 1 else f"{how} both" if total == 2
+                else f"{how} all {total}")
+    return f"{how} {len(names)} ({_names(names)})"
 
+
+def _claim_bullets(claims: pd.DataFrame, n_images: int | None = None) -> list[str]:
+    variants, baselines = _ordered(claims["variant"]), _ordered(claims["baseline"])
+    metrics = _ordered(claims["metric"])
+    on = f" on {n_images} images" if n_images else ""
+    lead = (f"Each variant against the {len(baselines)} baselines {_names(baselines)} in paired "
+            f"Wilcoxon tests{on}: *better* / *worse* = significant (Holm-adjusted p < {ALPHA}) "
+            "in / against the direction the paper claims.")
+    out = [lead]
+    headline = [m for m in HEADLINE_METRICS if m in metrics]
+    if headline:
+        sub = claims[claims["metric"].isin(headline)]
+        ok = [v for v in variants if (sub.loc[sub["variant"] == v, "verdict"] == "better").all()
+              and len(sub[sub["variant"] == v]) == len(headline) * len(baselines)]
+        not_ok = [v for v in variants if v not in ok]
+        sentence = (f"The paper's claim (a better {' and '.join(headline)} than every baseline) "
+                    f"holds for {_names(ok) if ok else 'no variant'}")
+        out.append(sentence + (f" and not for {_names(not_ok)}." if ok and not_ok else "."))
+    for v in variants:
+        mine = claims[claims["variant"] == v]
+        n = len(_ordered(mine["baseline"]))
+        parts = []
+        for m in metrics:
+            rows = mine[mine["metric"] == m]
+            if not len(rows):
+                continue
+            phrases = [_versus(verdict, rows.loc[rows["verdict"] == verdict, "baseline"].tolist(),
+                               len(rows))
+                       for verdict in ("better", "worse", "no significant difference",
+                                       *sorted(set(rows["verdict"]) - {
+                                           "better", "worse", "no significant difference"}))
+                       if (rows["verdict"] == verdict).any()]
+            parts.append(f"*{m}*: {', '.join(phrases)}")
+        out.append(f"`{v}` vs {n} baseline{'s' if n != 1 else ''} — " + "; ".join(parts) + ".")
+    if PER_IMAGE in variants:
+        out.append(f"`{PER_IMAGE}` fits its parameters to each image so that x·M keeps the class "
+                   "— the quantity Average Drop and % Increase measure — so its Table 3 numbers "
+                   "measure the optimiser as much as the explanation.")
+    return out
+
+
+def _tie_groups(table3: pd.DataFrame, tol: float = TIE_TOLERANCE) -> list[list[str]]:
+    groups: list[list[str]] = []
+    reps: list[tuple[float, float]] = []
+    for _, r in table3.iterrows():
+        key = (float(r["avg_drop"]), float(r["increase"]))
+        for group, rep in zip(groups, reps, strict=True):
+            if abs(key[0] - rep[0]) <= tol and abs(key[1] - rep[1]) <= tol:
+                group.append(str(r["method"]))
+                break
+        else:
+            groups.append([str(r["method"])])
+            reps.append(key)
+    return [g for g in groups if len(g) > 1]
+
+
+def _tie_bullet(table3: pd.DataFrame) -> str:
+    groups = _tie_groups(table3)
+    if not groups:
+        return (f"No two of the {len(table3)} methods in Table 3 have equal Average Drop and "
+                f"% Increase (to within {TIE_TOLERANCE:g}).")
+    return ("Ties in Table 3 (equal Average Drop and % Increase, to within "
+            f"{TIE_TOLERANCE:g}): " + "; ".join(" = ".join(f"`{m}`" for m in g) for g in groups)
+            + ".")
+
+
+def _trend_bullet(trend: pd.DataFrame) -> str | None:
+    if not len(trend):
+        return None
+    t = trend.assign(_rho=trend["spearman"].round(6).fillna(-np.inf))
+    t = t.sort_values(["_rho", "max_abs_diff"], ascending=[False, True], kind="stable")
+    best, rest = t.iloc[0], t.iloc[1:]
+
+    def cell(r: pd.Series) -> str:
+        rho = "n/a" if pd.isna(r["spearman"]) else f"{r['spearman']:.2f}"
+        return f"*{r['readout']}* (Spearman {rho}, largest absolute difference " \
+            f"{r['max_abs_diff']:.2f})"
+
+    sentence = (f"Of the {len(t)} Table 4 read-outs, {cell(best)} follows the paper's Grad-CAM "
+                "row best")
+    if len(rest):
+        sentence += "; then " + ", ".join(cell(r) for _, r in rest.iterrows())
+    same = trend.loc[trend["same_direction_every_step"].astype(str) == "True", "readout"].tolist()
+    sentence += (". Changing with k in the paper's direction at every step: "
+                 f"{', '.join(f'*{x}*' for x in same) if same else 'none'}.")
+    return sentence
+
+
+def _sanity_bullet(sanity: pd.DataFrame) -> str:
+    steps = [c for c in sanity.columns if re.fullmatch(r"step\d+", c)]
+    last = max(steps, key=lambda c: int(c[len("step"):])) if steps else None
+    flagged = sanity["flagged"].astype(str) == "True"
+
+    def named(rows: pd.DataFrame) -> str:
+        if not len(rows):
+            return "none"
+        if last is None:
+            return _names(rows["method"].tolist())
+        return ", ".join(f"`{r['method']}` ({r[last]:.2f})" for _, r in rows.iterrows())
+
+    where = (f" over {len(steps)} steps; in brackets, the mean Spearman correlation of each "
+             "method's maps after the last step with its maps on the trained model") if last else ""
+    return (f"Sanity check (cascading randomisation{where}): flagged as barely changing: "
+            f"{named(sanity[flagged])}; not flagged: {named(sanity[~flagged])}.")
+
+
+def findings(claims: pd.DataFrame | None = None, trend: pd.DataFrame | None = None,
+             sanity: pd.DataFrame | None = None, table3: pd.DataFrame | None = None,
+             ) -> list[str]:
+    """The sentences of "What the results say", each built from the tables given (any may be
+    ``None``: its sentences are left out)."""
+    out = []
+    if claims is not None and len(claims):
+        n = int(table3["n_images"].max()) if table3 is not None and len(table3) else None
+        out += _claim_bullets(claims, n)
+    if table3 is not None and len(table3):
+        out.append(_tie_bullet(table3))
+    if trend is not None:
+        bullet = _trend_bullet(trend)
+        if bullet:
+            out.append(bullet)
+    if sanity is not None and len(sanity):
+        out.append(_sanity_bullet(sanity))
+    return out
+
+
+def _findings(results: Path) -> str | None:
+    bullets = findings(_csv(results / "claims.csv"), _csv(results / "table4_trend.csv"),
+                       _csv(results / "sanity.csv"), _csv(results / "table3.csv"))
+    return "\n".join(f"* {b}" for b in bullets) if bullets else None
+
+
+# --- README blocks and RESULTS.md ----------------------------------------------------------------
+
+def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
+    """Every block's content by name (``None`` where its source file is missing)."""
+    bench = REPO_ROOT / "benchmarks" if bench is None else bench
     return {
-        "table2": md("table2"),
-        "choice": (lambda c: None if c is None else
-                   "Chosen black box: **{model}** (most accurate: {most_accurate}; rule: {rule})."
-                   .format(**json.loads(c)))(_read(results / "chosen_model.json")),
-        "table3": md("table3"),
+        "table2": _md(results, "table2"),
+        "choice": _choice(results),
+        "table3": _md(results, "table3"),
         "table4": _table4_blocks(results),
-        "trend": md("table4_trend"),
+        "trend": _md(results, "table4_trend"),
         "claims": _claims(results),
-        "curves": md("deletion_insertion"),
-        "wilcoxon": md("wilcoxon"),
-        "sanity": md("sanity"),
+        "curves": _md(results, "deletion_insertion"),
+        "wilcoxon": _wilcoxon(results),
+        "sanity": _md(results, "sanity"),
         "speed": _speed(results),
+        "speed_full": _speed_full(results),
+        "findings": _findings(results),
         "benchmark_cpu": (_read(bench / "REPORT_cpu.md") or "").strip() or None,
     }
 
 
-def update(readme: Path = REPO_ROOT / "README.md", results: Path | None = None) -> list[str]:
+#: RESULTS.md: (heading, blocks shown under it, in order).
+SECTIONS = [
+    ("What the results say", ["findings"]),
+    ("Table 2 — black-box selection", ["table2", "choice"]),
+    ("Table 3 — Average Drop (lower is better) and % Increase (higher is better)", ["table3"]),
+    ("Table 4 — percentage in (top k% of pixels kept)", ["table4"]),
+    ("Table 4 — which read-out follows the paper's trend", ["trend"]),
+    ("Deletion and insertion AUC", ["curves"]),
+    ("The paper's claims, variant vs baseline", ["claims"]),
+    ("Paired Wilcoxon tests", ["wilcoxon"]),
+    ("Sanity check — cascading model-parameter randomisation", ["sanity"]),
+    ("Run time", ["speed_full"]),
+]
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def results_markdown(results: Path) -> str:
+    """The whole of ``RESULTS.md`` for the files in ``results``."""
+    content = blocks(results)
+    generated = ("_Generated by `make readme` (`python -m paperlib.readme`) from the files that "
+                 "`make reproduce` wrote to `results/`; do not edit by hand. The CSV files hold "
+                 f"every number with its interval bounds; intervals are {LEVEL:.0%} percentile "
+                 "bootstrap over images._")
+    lines = ["# Results", "", generated, ""]
+    lines += [f"* [{h}](#{_anchor(h)})" for h, _ in SECTIONS] + [""]
+    for heading, names in SECTIONS:
+        lines += [f"## {heading}", ""]
+        for name in names:
+            body = content[name]
+            lines += [body if body is not None else PLACEHOLDER, ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_results(results: Path | None = None, out: Path | None = None) -> Path:
+    """Write ``RESULTS.md`` (default: into ``results``) and return its path."""
     results = results or results_dir()
-    text = readme.read_text()
+    out = out or results / "RESULTS.md"
+    out.write_text(results_markdown(results))
+    return out
+
+
+def replace_blocks(text: str, contents: dict[str, str | None]) -> tuple[str, list[str]]:
+    """Replace the body of every ``<!-- BEGIN name -->`` ... ``<!-- END name -->`` block named in
+    ``contents`` (``None``: :data:`PLACEHOLDER`); other blocks and all text outside stay as they
+    are. Returns the new text and the names of the blocks found."""
     changed = []
-    for name, content in blocks(results).items():
-        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n)(.*?)(<!-- END {name} -->)", re.S)
+    for name, content in contents.items():
+        pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n)(.*?)(<!-- END "
+                             rf"{re.escape(name)} -->)", re.DOTALL)
         if not pattern.search(text):
             continue
-        body = content if content is not None else "_(not yet produced: run `make reproduce`)_"
-        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(3), text)
+        body = content if content is not None else PLACEHOLDER
+
+        def fill(m: re.Match[str], body: str = body) -> str:
+            return m.group(1) + body + "\n" + m.group(3)
+
+        text = pattern.sub(fill, text)
         changed.append(name)
-    readme.write_text(text)
+    return text, changed
+
+
+def update(readme: Path = REPO_ROOT / "README.md", results: Path | None = None) -> list[str]:
+    """Refresh the README's blocks from ``results``; returns the names of the blocks found."""
+    results = results or results_dir()
+    old = readme.read_text()
+    text, changed = replace_blocks(old, blocks(results))
+    if text != old:
+        readme.write_text(text)
     return changed
 
 
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Write results/RESULTS.md and refresh the README's "
+                                "blocks from a run's files.")
+    p.add_argument("--results", type=Path, default=None, help="folder of a run's files "
+                   "(default: $PAPERLIB_RESULTS, else results/)")
+    p.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
+    args = p.parse_args(argv)
+    results = args.results or results_dir()
+    print("wrote", write_results(results))
+    print("updated README blocks:", ", ".join(update(args.readme, results)) or "none")
+
+
 if __name__ == "__main__":
-    print("updated blocks:", ", ".join(update()))
-    sys.exit(0)
+    main()

@@ -5,7 +5,8 @@ sample, the documented method defaults) and by what the command line passes thro
 notebooks are saved under ``results/notebooks/``; each step's wall time goes to
 ``results/reproduce_summary.json`` and a summary of where the tables and figures are is printed.
 A step that fails stops the run with the notebook's error; finished per-image results stay cached,
-so a rerun resumes.
+so a rerun resumes. While a notebook runs, the progress lines its kernel writes
+(:mod:`paperlib.progress`, to ``results/logs/progress-<time>.log``) are printed in the terminal.
 
 CLI: ``python -m paperlib.reproduce [--device cuda] [--n-images N] [--model-name NAME]
 [--data-dir DIR] [--only 04_tables ...]``.
@@ -14,15 +15,21 @@ CLI: ``python -m paperlib.reproduce [--device cuda] [--n-images N] [--model-name
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .paths import REPO_ROOT, figures_dir, results_dir
+from .progress import LOG_ENV
 from .results import atomic_write_text
 
 NOTEBOOKS = ("01_model_selection", "02_gradcam", "03_attention", "04_tables", "05_figures")
@@ -53,10 +60,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
 def sanitise(path: Path) -> None:
     """Drop volatile parts of an executed notebook: execution metadata and timings, papermill's
-    records and stderr streams (progress bars, warnings); execution counts are renumbered 1, 2...
-    (nbval treats a cell without a count as never run)."""
+    records, stderr streams (warnings) and progress-bar widgets (each with a random model id);
+    execution counts are renumbered 1, 2... (nbval treats a cell without a count as never run)."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -69,7 +79,8 @@ def sanitise(path: Path) -> None:
             count += 1
             cell.execution_count = count
             cell.outputs = [o for o in cell.outputs
-                            if not (o.output_type == "stream" and o.name == "stderr")]
+                            if not (o.output_type == "stream" and o.name == "stderr")
+                            and WIDGET not in o.get("data", {})]
             for o in cell.outputs:
                 if "execution_count" in o:
                     o.execution_count = count
@@ -108,6 +119,50 @@ def parameters_for(name: str, args: argparse.Namespace) -> dict:
     return params
 
 
+def tail_progress(path: Path, stop: threading.Event, start: int = 0,
+                  interval: float = 0.5) -> None:
+    """Print the lines appended to ``path`` after byte ``start``, indented by 4 spaces, until
+    ``stop`` is set; then print what is left and return (the body of :func:`show_progress`'s
+    thread). A line is printed once whole (up to its newline); a missing file counts as empty.
+    Lines go through ``tqdm.write`` so that papermill's bar in this terminal is redrawn below."""
+    from tqdm import tqdm
+
+    offset, pending = start, b""
+
+    def drain() -> None:
+        nonlocal offset, pending
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        offset += len(chunk)
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            tqdm.write("    " + line.decode("utf-8", errors="replace"))
+
+    while not stop.wait(interval):
+        drain()
+    drain()
+
+
+@contextlib.contextmanager
+def show_progress(path: Path) -> Iterator[None]:
+    """While the block runs, a daemon thread prints the lines the kernel appends to the progress
+    log ``path`` (:mod:`paperlib.progress`); on exit it prints the rest and is joined."""
+    stop = threading.Event()
+    start = path.stat().st_size if path.exists() else 0
+    thread = threading.Thread(target=tail_progress, args=(path, stop, start), daemon=True,
+                              name="progress-tail")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 def main(argv: list[str] | None = None) -> int:
     import papermill as pm
 
@@ -118,29 +173,51 @@ def main(argv: list[str] | None = None) -> int:
     out_nb = results_dir() / "notebooks"
     out_nb.mkdir(parents=True, exist_ok=True)
     names = [n for n in NOTEBOOKS if args.only is None or n in args.only]
+    # the kernels inherit the environment: their progress bars (paperlib.progress) append to
+    # this log, and show_progress prints it here while papermill shows only "Executing k/n"
+    progress_log = results_dir() / "logs" / f"progress-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    progress_log.parent.mkdir(parents=True, exist_ok=True)
+    progress_log.write_text("")
+    previous_log = os.environ.get(LOG_ENV)
+    os.environ[LOG_ENV] = str(progress_log)
     timings: dict[str, float] = {}
     started = time.time()
-    for i, name in enumerate(names, start=1):
-        params = parameters_for(name, args)
-        print(f"[{i}/{len(names)}] {name} with {params}", flush=True)
-        t0 = time.time()
-        pm.execute_notebook(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"),
-                            str(out_nb / f"{name}.ipynb"), parameters=params,
-                            kernel_name=KERNEL, progress_bar=True,
-                            cwd=str(REPO_ROOT / "notebooks"), log_output=False)
-        timings[name] = round(time.time() - t0, 1)
-        print(f"    done in {timings[name]:.0f} s", flush=True)
-    summary = {"steps_seconds": timings, "total_seconds": round(time.time() - started, 1),
-               "arguments": vars(args), "python": platform.python_version(),
-               "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-               "machine": platform.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    atomic_write_text(results_dir() / "reproduce_summary.json", json.dumps(summary, indent=2) + "\n")
+    try:
+        for i, name in enumerate(names, start=1):
+            params = parameters_for(name, args)
+            print(f"[{i}/{len(names)}] {name} with {params}", flush=True)
+            t0 = time.time()
+            with show_progress(progress_log):
+                pm.execute_notebook(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"),
+                                    str(out_nb / f"{name}.ipynb"), parameters=params,
+                                    kernel_name=KERNEL, progress_bar=True,
+                                    cwd=str(REPO_ROOT / "notebooks"), log_output=False)
+            timings[name] = round(time.time() - t0, 1)
+            print(f"    done in {timings[name]:.0f} s", flush=True)
+    finally:
+        if previous_log is None:
+            os.environ.pop(LOG_ENV, None)
+        else:
+            os.environ[LOG_ENV] = previous_log
+    summary: dict[str, Any] = {
+        "steps_seconds": timings, "total_seconds": round(time.time() - started, 1),
+        "arguments": vars(args), "python": platform.python_version(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "machine": platform.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    atomic_write_text(results_dir() / "reproduce_summary.json",
+                      json.dumps(summary, indent=2) + "\n")
+    from . import readme
+
+    written = readme.write_results(results_dir())
+    if results_dir().resolve() == (REPO_ROOT / "results").resolve():
+        readme.update(REPO_ROOT / "README.md", results_dir())
+        print(f"README.md blocks and {written.name} refreshed from {results_dir()}")
     print("\nSummary")
     for name, sec in timings.items():
         print(f"  {name:<20} {sec / 60:6.1f} min")
     print(f"  {'total':<20} {summary['total_seconds'] / 60:6.1f} min")
-    print(f"tables:    {results_dir()}/table2.md, table3.md, table4.md (+ .csv, .tex)")
+    print(f"tables:    {results_dir()}/RESULTS.md (all of them; each also as .csv, .md, .tex)")
     print(f"figures:   {figures_dir()}/ (PNG and PDF)")
     print(f"notebooks: {out_nb}/")
     return 0

@@ -17,15 +17,18 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pandas as pd
 import torch
 
 from .data import Batch, ImageDataset, iter_batches
+from .paths import PACKAGE_DIR
+from .progress import progress as progress_bar
 
-__all__ = ["ResultsCache", "atomic_write_text", "config_hash", "fingerprint"]
+__all__ = ["ResultsCache", "atomic_write_text", "code_fingerprint", "config_hash", "fingerprint"]
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -46,6 +49,12 @@ def fingerprint(paths: Iterable[str | os.PathLike]) -> str:
         h.update(p.name.encode())
         h.update(p.read_bytes() if p.is_file() else b"<absent>")
     return h.hexdigest()[:12]
+
+
+def code_fingerprint(*extra: str | os.PathLike) -> str:
+    """:func:`fingerprint` of every Python module of the package (found, never listed by hand)
+    plus ``extra`` files (e.g. a checkpoint)."""
+    return fingerprint([*sorted(PACKAGE_DIR.rglob("*.py")), *extra])
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -105,19 +114,11 @@ class ResultsCache:
         """
         done = self.done()
         todo = [i for i in range(len(dataset)) if dataset.file_name(i) not in done]
-        bar = None
-        if progress and todo:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(todo), desc=desc, unit="img")
-        try:
+        with progress_bar(len(todo), desc, unit="img", disable=not (progress and todo)) as bar:
             for batch in iter_batches(dataset, preprocess, batch_size, indices=todo,
                                       device=device):
                 yield batch
-                if bar is not None:
-                    bar.update(len(batch))
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(len(batch))
 
     def batch_stats(self) -> list[dict[str, Any]]:
         """The per-batch records (timings, forward counts) of every completed part."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from scipy.stats import rankdata
 
 from .cam import ExplainOptions, explain
 from .models import BlackBox
+from .progress import progress as progress_bar
 
 __all__ = ["CASCADES", "FLAG_THRESHOLD", "cascading_randomization", "randomized", "spearman_maps",
            "summarize"]
@@ -55,8 +56,9 @@ def randomized(black_box: BlackBox, blocks: Sequence[str], seed: int = 0) -> Bla
     torch.manual_seed(seed)
     for block in blocks:
         for module in model.get_submodule(f"net.{block}").modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
     model.requires_grad_(False)
     out = copy.copy(black_box)
     out.model = model
@@ -89,20 +91,19 @@ def cascading_randomization(black_box: BlackBox, images: torch.Tensor, methods: 
     targets = reference.targets
     rows = []
     randomised: list[str] = []
-    iterator = enumerate(steps, start=1)
-    if progress:
-        from tqdm.auto import tqdm
-        iterator = tqdm(list(iterator), desc="cascading randomisation", unit="step")
-    for step, blocks in iterator:
-        randomised += list(blocks)
-        bb = randomized(black_box, randomised, seed=seed)
-        ex = explain(bb, images, methods, targets=targets, options=options)
-        for m in methods:
-            rho, _ = spearman_maps(reference[m], ex[m])
-            for i, r in enumerate(rho):
-                rows.append({"step": step, "randomized": "+".join(blocks), "method": m,
-                             "image": i, "spearman": float(r),
-                             "constant_map": bool(ex[m][i].amax() == ex[m][i].amin())})
+    with progress_bar(len(steps), "cascading randomisation", unit="step",
+                  disable=not progress) as bar:
+        for step, blocks in enumerate(steps, start=1):
+            randomised += list(blocks)
+            bb = randomized(black_box, randomised, seed=seed)
+            ex = explain(bb, images, methods, targets=targets, options=options)
+            for m in methods:
+                rho, _ = spearman_maps(reference[m], ex[m])
+                for i, r in enumerate(rho):
+                    rows.append({"step": step, "randomized": "+".join(blocks), "method": m,
+                                 "image": i, "spearman": float(r),
+                                 "constant_map": bool(ex[m][i].amax() == ex[m][i].amin())})
+            bar.update(1)
     return pd.DataFrame(rows)
 
 

@@ -7,8 +7,8 @@ bootstrap routine serves them all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -57,13 +57,13 @@ def paired_wilcoxon(a: Sequence[float], b: Sequence[float]) -> tuple[float, floa
     Returns (statistic, p-value); zero differences are dropped (Wilcoxon's convention); when every
     difference is zero the p-value is 1.
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired test needs equal lengths, got {a.shape} and {b.shape}")
-    d = a - b
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"paired test needs equal lengths, got {x.shape} and {y.shape}")
+    d = x - y
     if np.all(d == 0):
         return 0.0, 1.0
-    res = sps.wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
+    res = sps.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
     return float(res.statistic), float(res.pvalue)
 
 

@@ -7,21 +7,20 @@ bootstrap interval (:func:`paperlib.stats.bootstrap_ci`, seeded).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from . import schema
 from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
+from .schema import READOUTS
 from .stats import bootstrap_ci, holm, paired_wilcoxon
 
 __all__ = ["READOUTS", "claim_check", "formatted", "table3", "table4", "curves_table",
            "trend_check", "wilcoxon_table", "write_table"]
 
-#: Table 4 read-outs: column prefix in the per-image rows -> label.
-READOUTS = {"O_top": "mean O (%)", "drop_top": "Average Drop (%)",
-            "increase_top": "% Increase", "agree_top": "top-1 agreement (%)"}
 
 
 def _cells(values: np.ndarray, name: str, seed: int, scale: float = 1.0) -> dict[str, float]:
@@ -41,8 +40,8 @@ def table3(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.Dat
     rows = []
     for m, sub in _by_method(frame, methods):
         row = {"method": m, "n_images": len(sub), "flat_maps": int(sub["flat_map"].sum())}
-        row.update(_cells(sub["drop_soft"], "avg_drop", seed))
-        row.update(_cells(sub["increase_soft"], "increase", seed))
+        row.update(_cells(sub[schema.drop(schema.SOFT)], "avg_drop", seed))
+        row.update(_cells(sub[schema.increase(schema.SOFT)], "increase", seed))
         paper = PAPER_TABLE3.get(m, {})
         row["paper_avg_drop"] = paper.get("avg_drop")
         row["paper_increase"] = paper.get("increase")
@@ -58,8 +57,8 @@ def table4(frame: pd.DataFrame, methods: Sequence[str], fractions: Sequence[int]
         row: dict = {"method": m, "n_images": len(sub)}
         for prefix in READOUTS:
             for k in fractions:
-                scale = 100.0 if prefix == "O_top" else 1.0
-                row.update(_cells(sub[f"{prefix}{k}"], f"{prefix}{k}", seed, scale))
+                col = schema.readout(prefix, k)
+                row.update(_cells(sub[col], col, seed, schema.readout_scale(prefix)))
         for k in fractions:
             row[f"paper_top{k}"] = PAPER_TABLE4.get(m, {}).get(k)
         rows.append(row)
@@ -71,17 +70,20 @@ def curves_table(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> 
     rows = []
     for m, sub in _by_method(frame, methods):
         row = {"method": m, "n_images": len(sub)}
-        row.update(_cells(sub["deletion_auc"], "deletion_auc", seed))
-        row.update(_cells(sub["insertion_auc"], "insertion_auc", seed))
+        row.update(_cells(sub[schema.DELETION_AUC], schema.DELETION_AUC, seed))
+        row.update(_cells(sub[schema.INSERTION_AUC], schema.INSERTION_AUC, seed))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequence[str],
-                   columns: Sequence[str] = ("drop_soft", "increase_soft")) -> pd.DataFrame:
+                   columns: Sequence[str] = (schema.drop(schema.SOFT),
+                                             schema.increase(schema.SOFT))) -> pd.DataFrame:
     """Paired two-sided Wilcoxon signed-rank test, each baseline vs each variant, per column.
 
-    ``mean_diff`` is variant minus baseline; p-values are also Holm-adjusted over the table.
+    Images are paired by file; two methods evaluated on different images are an error (never
+    paired by position). ``mean_diff`` is variant minus baseline; p-values are also
+    Holm-adjusted over the table.
     """
     rows = []
     per = {m: sub for m, sub in _by_method(frame, list(baselines) + list(variants))}
@@ -90,6 +92,11 @@ def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequ
             for v in variants:
                 if b not in per or v not in per:
                     continue
+                fb, fv = per[b]["file"].to_numpy(), per[v]["file"].to_numpy()
+                if len(fb) != len(fv) or (fb != fv).any():
+                    raise ValueError(f"{v} and {b} were evaluated on different images "
+                                     f"({len(set(fv) ^ set(fb))} not shared); a paired test "
+                                     "needs the same images for both")
                 x, y = per[v][col].to_numpy(), per[b][col].to_numpy()
                 stat, p = paired_wilcoxon(x, y)
                 rows.append({"metric": col, "baseline": b, "variant": v,
@@ -102,9 +109,11 @@ def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequ
 
 #: The paper's claims, per Wilcoxon column: the direction in which the variant should beat the
 #: baseline (variant - baseline < 0 for Average Drop and deletion AUC, > 0 for the others).
-CLAIMS = {"drop_soft": ("Average Drop", -1), "increase_soft": ("% Increase", +1),
-          "drop_top20": ("Average Drop, top 20% kept", -1), "deletion_auc": ("deletion AUC", -1),
-          "insertion_auc": ("insertion AUC", +1)}
+CLAIMS = {schema.drop(schema.SOFT): ("Average Drop", -1),
+          schema.increase(schema.SOFT): ("% Increase", +1),
+          schema.drop(schema.top(20)): ("Average Drop, top 20% kept", -1),
+          schema.DELETION_AUC: ("deletion AUC", -1),
+          schema.INSERTION_AUC: ("insertion AUC", +1)}
 
 
 def claim_check(wt: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
@@ -145,7 +154,7 @@ def trend_check(t4: pd.DataFrame, fractions: Sequence[int], method: str = "gradc
     p = np.array([paper[k] for k in ks])
     out = []
     for prefix, label in READOUTS.items():
-        ours = np.array([float(row[f"{prefix}{k}"].iloc[0]) for k in ks])
+        ours = np.array([float(row[schema.readout(prefix, k)].iloc[0]) for k in ks])
         same = bool(np.all(np.diff(ours) * np.sign(np.diff(p)) >= 0))
         out.append({"readout": label, "ours": np.round(ours, 2).tolist(), "paper": p.tolist(),
                     "spearman": float(spearmanr(ours, p)[0]) if np.ptp(ours) else np.nan,

@@ -16,8 +16,13 @@ import torch
 from torch import nn
 
 from paperlib import explain, gradient_pass
-from paperlib.cam import (GRADIENT_METHODS, gradcampp_weights, normalize_maps, upsample,
-                          xgradcam_weights)
+from paperlib.cam import (
+    GRADIENT_METHODS,
+    gradcampp_weights,
+    normalize_maps,
+    upsample,
+    xgradcam_weights,
+)
 from paperlib.hooks import capture_layer
 from paperlib.models import BlackBox
 

@@ -21,6 +21,7 @@ import paperlib
 from paperlib import iter_batches, load_images
 from paperlib.data import BadImageWarning, read_rgb
 
+
 def _tsv_index(path: Path) -> dict[str, int]:
     """wnid -> class index, read straight from a ``index, wnid, name`` table."""
     with open(path, newline="") as f:

@@ -1,9 +1,9 @@
 """The conda description and pyproject.toml list the same packages with the same bounds."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +16,8 @@ def _split(spec: str) -> tuple[str, str]:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(_split(s) for s in project["dependencies"] + project["optional-dependencies"]["test"])
+    wanted = dict(_split(s) for s in
+                  project["dependencies"] + project["optional-dependencies"]["test"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     listed = {}
     for dep in env["dependencies"]:

@@ -126,7 +126,8 @@ def test_evaluate_batch_counts_forwards_and_reuses_clean_logits():
     s = metrics.evaluate_batch(bb, x, maps, config=cfg, clean_logits=logits)
     per_image_method = 1 + len(cfg.fractions) + 2 * (cfg.curve_steps - 1)
     assert s.forwards == 2 * 3 + 2 * 3 * per_image_method
-    s2 = metrics.evaluate_batch(bb, x, maps, config=metrics.MetricConfig(curve_steps=8, chunk_size=64))
+    s2 = metrics.evaluate_batch(bb, x, maps,
+                                config=metrics.MetricConfig(curve_steps=8, chunk_size=64))
     for key in ("O_soft", "O_top5", "deletion_auc", "insertion_auc"):
         np.testing.assert_allclose(s.per_method["a"][key], s2.per_method["a"][key], atol=1e-6)
 

@@ -74,7 +74,7 @@ def test_lite0_normalize_is_inside_the_model(lite0):
     """The black box takes [0, 1] images: (x - 0.5) / 0.5 happens in its first module."""
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        direct = lite0.net(((x - 0.5) / 0.5))
+        direct = lite0.net((x - 0.5) / 0.5)
         wrapped = lite0(x)
     torch.testing.assert_close(wrapped, direct, atol=1e-4, rtol=1e-4)
 
@@ -147,7 +147,7 @@ def test_map_state_dict_shape_mismatch_names_the_tensor():
 
 
 @pytest.fixture(scope="module")
-def lite0_package_state() -> "OrderedDict[str, torch.Tensor]":
+def lite0_package_state() -> OrderedDict[str, torch.Tensor]:
     """Lite0's shipped state dict (EfficientNet-PyTorch names: _conv_stem, ..., _fc)."""
     return torch.load(_lite_package_file("efficientnet_lite0"), map_location="cpu",
                       weights_only=True)
@@ -263,7 +263,7 @@ def test_resnet50_preprocess_matches_torchvision(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def resnet50_random_state() -> "OrderedDict[str, torch.Tensor]":
+def resnet50_random_state() -> OrderedDict[str, torch.Tensor]:
     torch.manual_seed(123)
     return torchvision.models.resnet50(weights=None).state_dict()
 

@@ -41,19 +41,23 @@ SETTINGS = dict(methods=("gradcam", "xgradcam"), n_images=4, curve_steps=4, batc
                 chunk_size=8)
 
 
+def settings() -> evaluation.EvalSettings:
+    return evaluation.EvalSettings.from_parameters(SETTINGS)
+
+
 def test_evaluation_resumes_without_recomputing(lite0, sample_dataset, tmp_path):
-    settings = evaluation.EvalSettings(**SETTINGS)
-    first = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False,
+    s = settings()
+    first = evaluation.run_evaluation(lite0, sample_dataset, s, tmp_path, progress=False,
                                       max_batches=1)
     assert first.frame["file"].nunique() == 2
     part0 = sorted(first.cache_dir.glob("part-*.csv"))[0]
     before = (part0.read_bytes(), part0.stat().st_mtime_ns)
-    resumed = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False)
+    resumed = evaluation.run_evaluation(lite0, sample_dataset, s, tmp_path, progress=False)
     assert resumed.frame["file"].nunique() == 4
     assert (part0.read_bytes(), part0.stat().st_mtime_ns) == before   # finished batch untouched
-    again = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False)
+    again = evaluation.run_evaluation(lite0, sample_dataset, s, tmp_path, progress=False)
     assert len(again.batches) == 2                                    # nothing recomputed
-    fresh = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path / "fresh",
+    fresh = evaluation.run_evaluation(lite0, sample_dataset, s, tmp_path / "fresh",
                                       progress=False)
     cols = ["file", "method", "Y", "O_soft", "drop_soft", "O_top20", "deletion_auc"]
     key = ["file", "method"]
@@ -64,7 +68,7 @@ def test_evaluation_resumes_without_recomputing(lite0, sample_dataset, tmp_path)
 
 
 def test_an_interrupted_run_keeps_finished_batches(lite0, sample_dataset, tmp_path, monkeypatch):
-    settings = evaluation.EvalSettings(**SETTINGS)
+    s = settings()
     real = evaluation.evaluate_batch
     calls = {"n": 0}
 
@@ -76,22 +80,25 @@ def test_an_interrupted_run_keeps_finished_batches(lite0, sample_dataset, tmp_pa
 
     monkeypatch.setattr(evaluation, "evaluate_batch", flaky)
     with pytest.raises(KeyboardInterrupt):
-        evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False)
+        evaluation.run_evaluation(lite0, sample_dataset, s, tmp_path, progress=False)
     monkeypatch.setattr(evaluation, "evaluate_batch", real)
-    done = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False,
+    done = evaluation.run_evaluation(lite0, sample_dataset, s, tmp_path, progress=False,
                                      max_batches=0)
     assert done.frame["file"].nunique() == 2          # the first batch survived the interruption
-    full = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False)
+    full = evaluation.run_evaluation(lite0, sample_dataset, s, tmp_path, progress=False)
     assert full.frame["file"].nunique() == 4
 
 
 def test_speed_report(lite0, sample_dataset, tmp_path):
-    ev = evaluation.run_evaluation(lite0, sample_dataset, evaluation.EvalSettings(**SETTINGS),
+    ev = evaluation.run_evaluation(lite0, sample_dataset, settings(),
                                    tmp_path, progress=False)
     speed = ev.speed()
     per_image_method = 1 + 5 + 2 * (4 - 1)
     assert speed["metric_forwards"] == 4 * 2 + 4 * 2 * per_image_method
-    assert speed["ratio_to_floor"] > 0
+    assert speed["images"] == 4
+    assert speed["ratio_to_floor"] == speed["metric_seconds"] / speed["floor_seconds"]
+    floor = sum(b["metric_forwards"] * b["floor_seconds_per_image"] for b in ev.batches)
+    assert speed["floor_ms_per_image"] == 1000 * floor / speed["metric_forwards"]
 
 
 def test_fingerprint_changes_with_the_code(tmp_path):

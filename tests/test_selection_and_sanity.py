@@ -33,7 +33,8 @@ def test_choice_prefers_a_cheaper_equivalent_and_keeps_a_significant_winner():
 
 def test_spearman_maps():
     a = torch.arange(12.0).view(1, 3, 4)
-    rho, undefined = sanity.spearman_maps(torch.cat([a, a, a]), torch.cat([a, -a, torch.zeros_like(a)]))
+    rho, undefined = sanity.spearman_maps(torch.cat([a, a, a]),
+                                          torch.cat([a, -a, torch.zeros_like(a)]))
     assert rho.tolist() == pytest.approx([1.0, -1.0, 0.0])
     assert undefined == 1
 

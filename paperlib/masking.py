@@ -1,0 +1,75 @@
+"""The kit's one masking routine and the masks it is given: below explanations and metrics alike.
+
+An explanation input is ``E = x * M + fill * (1 - M)`` on the image **in [0, 1], before
+normalisation** (the black boxes normalise inside). Score-CAM's channel masks, the attention
+objective, the held-out criterion and every metric call :func:`masked_inputs`; nothing else
+multiplies images by masks.
+
+* fills (:func:`fill_images`): ``black`` (0: ``E = x * M``, the paper's words), ``mean`` (the
+  image's own mean colour) or ``blur`` (the image blurred, RISE's insertion baseline);
+* top-k masks (:func:`keep_top`): exactly ``round(k/100 * H*W)`` pixels kept, ranked by
+  :func:`pixel_ranks` (most salient first, ties broken by pixel index, lower first).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.functional as TF
+
+__all__ = ["FILLS", "blurred", "fill_images", "keep_top", "masked_inputs", "n_pixels",
+           "pixel_ranks"]
+
+FILLS = ("black", "mean", "blur")
+_BLUR_KERNEL, _BLUR_SIGMA = 11, 5.0  # RISE's insertion baseline
+
+
+def masked_inputs(images: torch.Tensor, masks: torch.Tensor,
+                  fills: torch.Tensor | None = None) -> torch.Tensor:
+    """``x * M + fill * (1 - M)`` with M (B, H, W) in [0, 1].
+
+    ``fills=None`` is the black fill: ``x * M`` (differentiable in M, as training needs).
+    """
+    m = masks[:, None].to(images.dtype)
+    if fills is None:
+        return images * m
+    return images * m + fills * (1 - m)
+
+
+def blurred(images: torch.Tensor) -> torch.Tensor:
+    """Gaussian blur (kernel 11, sigma 5, reflect padding): RISE's insertion baseline.
+
+    Images smaller than 6 pixels get the largest kernel reflect padding allows (2 * size - 1).
+    """
+    kernel = min(_BLUR_KERNEL, 2 * min(images.shape[-2:]) - 1)
+    return TF.gaussian_blur(images, kernel_size=kernel, sigma=_BLUR_SIGMA)
+
+
+def fill_images(images: torch.Tensor, fill: str) -> torch.Tensor:
+    """What removed pixels become: black (0), the image's mean colour, or the image blurred."""
+    if fill == "black":
+        return torch.zeros_like(images)
+    if fill == "mean":
+        return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+    if fill == "blur":
+        return blurred(images)
+    raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}")
+
+
+def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) -> (B, H*W) rank of each pixel, 0 = most salient; ties: lower index first."""
+    flat = maps.flatten(1)
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return ranks
+
+
+def keep_top(ranks: torch.Tensor, n: int | torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Binary (B, H, W) masks keeping the ``n`` top-ranked pixels of each map."""
+    n = torch.as_tensor(n, device=ranks.device).view(-1, 1)
+    return (ranks < n).view(-1, *shape).to(torch.float32)
+
+
+def n_pixels(fraction_percent: float, total: int) -> int:
+    """How many pixels k% of ``total`` is: ``round(k/100 * total)``."""
+    return int(round(fraction_percent / 100.0 * total))

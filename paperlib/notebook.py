@@ -1,0 +1,81 @@
+"""What the notebooks' first cells share: the black box, the images, the evaluation settings.
+
+Notebooks narrate and plot; this module turns their papermill parameters into objects, so that a
+parameter means the same in every notebook and its default is declared once (in the settings
+classes, never in a notebook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .data import ImageDataset, load_images
+from .evaluation import EvalSettings, Evaluation, run_evaluation
+from .model_selection import chosen_model
+from .models import BlackBox, load_model
+from .paths import figures_dir, results_dir
+
+__all__ = ["EvalRun", "open_black_box", "open_evaluation"]
+
+
+def open_black_box(params: Mapping[str, Any]) -> tuple[BlackBox, ImageDataset]:
+    """The black box (``model_name``, else notebook 01's choice) and the images (``data_dir``).
+
+    Seeds torch with ``seed`` and prints one line describing the black box.
+    """
+    torch.manual_seed(params.get("seed", 0))
+    name = params.get("model_name") or chosen_model(params.get("output_dir"))
+    bb = load_model(name, device=params.get("device", "auto"))
+    dataset = load_images(params.get("data_dir"))
+    print(f"black box: {bb.name} (target layer {bb.target_layer_name}, input {bb.input_size}px) "
+          f"on {bb.device.type}")
+    return bb, dataset
+
+
+@dataclass
+class EvalRun:
+    """An evaluation opened from a notebook's parameters (notebooks 04 and 05)."""
+
+    black_box: BlackBox
+    dataset: ImageDataset
+    settings: EvalSettings
+    evaluation: Evaluation
+    results: Path
+    figures: Path
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.evaluation.frame
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.settings.methods)
+
+    @property
+    def where(self) -> str:
+        """The tables' caption: black box, images, protocol."""
+        n = self.frame["file"].nunique()
+        return (f"{self.black_box.name}, {n} ImageNet sample images (class index = 2 mod 4), "
+                f"fill={self.settings.metrics.fill}, target={self.settings.target}")
+
+
+def open_evaluation(params: Mapping[str, Any]) -> EvalRun:
+    """Black box, images, :meth:`EvalSettings.from_parameters` and the (resumed) evaluation.
+
+    ``params`` is the notebook's namespace (``globals()``): the parameters cell's names are read
+    from it, anything else is ignored.
+    """
+    bb, dataset = open_black_box(params)
+    settings = EvalSettings.from_parameters(params)
+    evaluation = run_evaluation(bb, dataset, settings, params.get("output_dir"))
+    run = EvalRun(bb, dataset, settings, evaluation, results_dir(params.get("output_dir")),
+                  figures_dir(params.get("figures_dir")))
+    print(f"{run.frame['file'].nunique()} evaluation images x "
+          f"{run.frame['method'].nunique()} methods")
+    return run

@@ -1,0 +1,133 @@
+"""The per-image row: one definition of the columns the evaluation writes and everything reads.
+
+One row per (image, method). Metrics write it (:func:`paperlib.metrics.image_rows`), the results
+cache stores it, tables, figures and the README read it; every column name comes from here.
+
+=====================  =====================================================================
+column                 meaning
+=====================  =====================================================================
+file, label            the image (file name in the data folder) and its ground-truth class
+target                 the explained class (predicted on the full image, or the label)
+method                 the method's registered name
+Y                      softmax probability of the target on the full image
+flat_map               the method's map was constant (all zeros after normalisation)
+O_<tag>                the target's probability on the masked image, tag ``soft`` or ``top<k>``
+drop_<tag>             Average Drop's per-image term max(0, Y - O) / Y * 100
+increase_<tag>         % Increase's per-image term 1[Y < O] * 100
+agree_top<k>           100 if the black box's top-1 class on the top-k% image is the target
+deletion_auc, ...      deletion / insertion AUC; ``del_<t>`` / ``ins_<t>`` the curves' points
+=====================  =====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = ["DELETION_AUC", "INSERTION_AUC", "KEYS", "READOUTS", "SOFT", "RowSchema", "agree",
+           "deletion", "drop", "increase", "insertion", "readout", "readout_scale", "score",
+           "top"]
+
+KEYS = ("file", "label", "target", "method")
+SOFT = "soft"
+DELETION_AUC = "deletion_auc"
+INSERTION_AUC = "insertion_auc"
+
+
+def top(k: int) -> str:
+    """The tag of the top-k% mask."""
+    return f"top{k}"
+
+
+def score(tag: str) -> str:
+    """O: the target's probability on the image masked by ``tag``'s mask."""
+    return f"O_{tag}"
+
+
+def drop(tag: str) -> str:
+    """Average Drop's per-image term for ``tag``'s mask."""
+    return f"drop_{tag}"
+
+
+def increase(tag: str) -> str:
+    """% Increase's per-image term for ``tag``'s mask."""
+    return f"increase_{tag}"
+
+
+def agree(k: int) -> str:
+    """Top-1 agreement (0 or 100) on the top-k% image."""
+    return f"agree_{top(k)}"
+
+
+def deletion(step: int) -> str:
+    """Point ``step`` of the deletion curve."""
+    return f"del_{step}"
+
+
+def insertion(step: int) -> str:
+    """Point ``step`` of the insertion curve."""
+    return f"ins_{step}"
+
+
+#: Table 4's read-outs of the top-k% masks: column prefix (``readout(prefix, k)``) -> label.
+READOUTS = {"O_top": "mean O (%)", "drop_top": "Average Drop (%)",
+            "increase_top": "% Increase", "agree_top": "top-1 agreement (%)"}
+
+
+def readout_scale(prefix: str) -> float:
+    """Tables show a read-out times this: probabilities (``O_top``) as percentages."""
+    return 100.0 if prefix == "O_top" else 1.0
+
+
+def readout(prefix: str, k: int) -> str:
+    """The column of read-out ``prefix`` (a key of :data:`READOUTS`) at k%."""
+    if prefix not in READOUTS:
+        raise ValueError(f"unknown read-out {prefix!r}; expected one of {list(READOUTS)}")
+    return f"{prefix}{k}"
+
+
+@dataclass(frozen=True)
+class RowSchema:
+    """The columns of a run's rows, given its top-k fractions and curve steps."""
+
+    fractions: tuple[int, ...]
+    curve_steps: int
+
+    def columns(self) -> dict[str, str]:
+        """``{column: dtype}`` in the order the rows hold them."""
+        cols = {"file": "object", "label": "int64", "target": "int64", "method": "object",
+                "Y": "float64", "flat_map": "bool"}
+        for tag in [SOFT] + [top(k) for k in self.fractions]:
+            cols[score(tag)] = "float64"
+            cols[drop(tag)] = "float64"
+            cols[increase(tag)] = "float64"
+        for k in self.fractions:
+            cols[agree(k)] = "float64"
+        cols[DELETION_AUC] = "float64"
+        cols[INSERTION_AUC] = "float64"
+        cols.update({deletion(t): "float64" for t in range(self.curve_steps + 1)})
+        cols.update({insertion(t): "float64" for t in range(self.curve_steps + 1)})
+        return cols
+
+    def validate(self, frame: pd.DataFrame, where: str = "rows") -> pd.DataFrame:
+        """``frame`` if it has every column with a compatible type, else a ``ValueError``."""
+        cols = self.columns()
+        missing = [c for c in cols if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{where}: missing column(s) {missing[:8]}"
+                             f"{' ...' if len(missing) > 8 else ''}; expected {list(cols)[:8]} ...")
+        for c, dtype in cols.items():
+            kind = frame[c].dtype.kind
+            ok = {"object": kind in "OUS", "int64": kind in "iu", "bool": kind == "b",
+                  "float64": kind in "fiu"}[dtype]
+            if len(frame) and not ok:
+                raise ValueError(f"{where}: column {c!r} has dtype {frame[c].dtype}, "
+                                 f"expected {dtype}")
+        return frame
+
+
+def columns_for(fractions: Sequence[int], curve_steps: int) -> list[str]:
+    """The column names of :class:`RowSchema` (convenience)."""
+    return list(RowSchema(tuple(fractions), curve_steps).columns())
