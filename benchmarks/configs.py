@@ -171,6 +171,19 @@ def build_configs(settings: Settings, bb: paperlib.BlackBox, x: torch.Tensor,
                     ours(list(tc_classes)), B, R, 1.0, "floor", 1.0, "floor", None,
                     note=f"reference for torchcam's {tc_word}"))
 
+    # a user's classifier: the same network wrapped by paperlib.wrap_model, parameters trainable
+    # (requires_grad=True, as a user's module has them); explaining must not depend on the flags
+    user_net = copy.deepcopy(bb.net).requires_grad_(True)
+    wrapped = paperlib.wrap_model(user_net, bb.target_layer_name.removeprefix("net."),
+                                  input_size=bb.input_size, mean=bb.mean, std=bb.std,
+                                  name=f"{bb.name}-wrapped", device=device)
+    same: dict[str, Any] = dict(opts)  # the options of the frozen row
+    C.append(Config("ours:gradcam-wrapped", f"paperlib {gradcam}, wrapped unfrozen copy",
+                    "paperlib",
+                    lambda: explain(wrapped, x, methods=["gradcam"], targets=targets, **same),
+                    B, R, 1.0, "floor", 1.0, "floor", GOAL_GRADIENT_ALONE, kind=KIND_GRADIENT,
+                    note="paperlib.wrap_model, requires_grad=True"))
+
     # the paper's method: the readings computed from the pass, on top of a Grad-CAM call
     ckpt = pl_attention.checkpoint_path(bb)
     have_ckpt = ckpt.is_file() and ckpt.with_suffix(".json").is_file()

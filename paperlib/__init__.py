@@ -43,6 +43,7 @@ from .cam import (  # noqa: E402
 )
 from .data import imagenet_classes, iter_batches, load_images  # noqa: E402
 from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model  # noqa: E402
+from .wrap import wrap_model  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -62,4 +63,5 @@ __all__ = [
     "load_model",
     "method_label",
     "register_method",
+    "wrap_model",
 ]

@@ -59,6 +59,7 @@ from .cam import (
     safe_divide,
     upsample,
 )
+from .hooks import eval_mode, frozen_parameters
 from .masking import masked_inputs
 from .models import BlackBox
 from .paths import PACKAGE_DIR
@@ -243,7 +244,9 @@ def save_checkpoint(module: AttentionModule, path: Path, config: dict) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(path: str, device: str) -> tuple[AttentionModule, str]:
+def _load_cached(path: str, device: str, mtime_ns: int) -> tuple[AttentionModule, str]:
+    """The module at ``path`` (cached by path, device and modification time: a checkpoint
+    retrained in place is read again)."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(
@@ -261,7 +264,8 @@ def load_trained(black_box: BlackBox, checkpoint: str | Path | None = None
                  ) -> tuple[AttentionModule, dict]:
     """The ``trained`` module for this black box (cached) and its config."""
     path = Path(checkpoint) if checkpoint is not None else checkpoint_path(black_box)
-    module, config = _load_cached(str(path.resolve()), str(black_box.device))
+    mtime = path.stat().st_mtime_ns if path.is_file() else -1
+    module, config = _load_cached(str(path.resolve()), str(black_box.device), mtime)
     return module, json.loads(config)
 
 
@@ -341,7 +345,9 @@ def _attention_per_image(p: Pass, o: PerImageOptions) -> torch.Tensor:
         n = sl.stop - sl.start
         module = base.per_image_copy(n).requires_grad_(True)
         opt = torch.optim.Adam(module.parameters(), lr=o.per_image_lr)
-        with torch.enable_grad():
+        # the classifier's own parameters are never trained: frozen (and in eval mode) for the
+        # loop, whatever flags a user's model has, and restored afterwards
+        with torch.enable_grad(), frozen_parameters(bb.model), eval_mode(bb.model):
             for _ in range(o.per_image_steps):
                 opt.zero_grad(set_to_none=True)
                 maps = differentiable_map(module(F_[sl]).saliency, size)
@@ -352,6 +358,81 @@ def _attention_per_image(p: Pass, o: PerImageOptions) -> torch.Tensor:
             saliency[sl] = module(F_[sl]).saliency
     p.forwards["attention-per-image"] = B * o.per_image_steps
     return saliency
+
+
+@dataclass
+class UntrainedOptions:
+    """``attention-untrained``'s parameters.
+
+    Attributes:
+        untrained_init: ``pytorch`` (plain ``nn.Linear`` / ``nn.Conv2d`` defaults, conv with
+            bias, pooled spatial maps ordered [mean, max] as in Eq. 7) or ``cbam-reference``
+            (the CBAM authors' public code: conv without bias followed by BatchNorm whose weight
+            and bias are initialised to 0, so Ms = sigmoid(0) = 0.5 everywhere; pooled maps
+            ordered [max, mean]). The MLP (reduction 16) keeps ``nn.Linear``'s default init in
+            both.
+        untrained_seed: seeds the initialisation (``torch.manual_seed`` inside a forked RNG).
+    """
+
+    untrained_init: str = "pytorch"
+    untrained_seed: int = 0
+
+
+UNTRAINED_INITS = ("pytorch", "cbam-reference")
+
+
+class UntrainedAttention(nn.Module):
+    """Eq. 6-7 as a plain PyTorch module over the raw F (no standardisation), never trained."""
+
+    def __init__(self, channels: int, init: str, reduction: int = 16) -> None:
+        super().__init__()
+        if init not in UNTRAINED_INITS:
+            raise ValueError(f"untrained_init must be one of {UNTRAINED_INITS}, got {init!r}")
+        hidden = max(1, channels // reduction)
+        self.init = init
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, channels))
+        reference = init == "cbam-reference"
+        self.conv = nn.Conv2d(2, 1, KERNEL, padding=KERNEL // 2, bias=not reference)
+        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01) if reference else None
+        if self.bn is not None:  # the reference code zeroes the spatial gate's BN
+            nn.init.zeros_(self.bn.weight)
+            nn.init.zeros_(self.bn.bias)
+
+    def forward(self, F_: torch.Tensor) -> AttentionOutput:
+        avg, mx = _channel_pool(F_)
+        Mc = torch.sigmoid(self.mlp(avg) + self.mlp(mx))
+        F1 = Mc[:, :, None, None] * F_
+        pooled = _spatial_pool(F1)                           # [mean, max]
+        if self.init == "cbam-reference":
+            pooled = pooled.flip(1)                          # [max, mean]
+        s = self.conv(pooled)
+        if self.bn is not None:
+            s = self.bn(s)
+        Ms = torch.sigmoid(s)
+        return AttentionOutput(Ms * F1, Mc, Ms[:, 0])
+
+
+@functools.lru_cache(maxsize=64)
+def untrained_module(channels: int, init: str, seed: int, device: str) -> UntrainedAttention:
+    """The untrained module for (channels, init, seed), built reproducibly (cached, eval mode)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = UntrainedAttention(channels, init)
+    return module.requires_grad_(False).eval().to(device)
+
+
+@register_method("attention-untrained", label="Attention (untrained)", role="variant",
+                 options=UntrainedOptions)
+def _attention_untrained(p: Pass, o: UntrainedOptions) -> torch.Tensor:
+    """An & Joe (2022), Eq. 6-7, as a plain implementation with no training step would run it:
+    an :class:`UntrainedAttention` module (seeded initialisation ``untrained_init``) over
+    Grad-CAM's raw terms F. At the last layer F is tiny, so the MLP's output is close to its
+    biases: Grad-CAM with seeded random channel gates (and, for ``cbam-reference``, Ms = 0.5)."""
+    module = untrained_module(p.gradcam_terms.shape[1], o.untrained_init, o.untrained_seed,
+                              str(p.gradcam_terms.device))
+    with torch.no_grad():
+        return module(p.gradcam_terms).saliency
 
 
 #: The paper's method, every reading the kit registers (role "variant").

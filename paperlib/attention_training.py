@@ -31,6 +31,7 @@ from .attention import (
 )
 from .cam import gradient_pass
 from .data import ImageDataset, iter_batches, load_images
+from .hooks import eval_mode, frozen_parameters
 from .masking import keep_top, masked_inputs, n_pixels, pixel_ranks
 from .metrics import score_inputs
 from .models import BlackBox, load_model
@@ -108,25 +109,28 @@ def train_module(black_box: BlackBox, data: TrainingData, l_area: float, l_tv: f
     n = len(data.targets)
     size = (int(data.images.shape[-2]), int(data.images.shape[-1]))
     history = []
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=gen).tolist()
-        sums = {"loss": 0.0, "ce": 0.0, "area": 0.0, "tv": 0.0}
-        for start in range(0, n, config.batch_size):
-            idx = order[start: start + config.batch_size]
-            opt.zero_grad(set_to_none=True)
-            maps = differentiable_map(module(data.terms[idx]).saliency, size)
-            loss, parts = attention_objective(black_box, data.images[idx], maps,
-                                              data.targets[idx], l_area, l_tv)
-            loss.mean().backward()
-            opt.step()
-            sums["loss"] += float(loss.detach().sum())
-            for key, value in parts.items():
-                sums[key] += float(value.detach().sum())
-        record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}}
-        history.append(record)
-        if progress:
-            print(f"  l_area={l_area} l_tv={l_tv} epoch {epoch + 1}: " +
-                  " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"), flush=True)
+    # the classifier is never trained: its parameters frozen, eval mode (restored after)
+    with frozen_parameters(black_box.model), eval_mode(black_box.model):
+        for epoch in range(config.epochs):
+            order = torch.randperm(n, generator=gen).tolist()
+            sums = {"loss": 0.0, "ce": 0.0, "area": 0.0, "tv": 0.0}
+            for start in range(0, n, config.batch_size):
+                idx = order[start: start + config.batch_size]
+                opt.zero_grad(set_to_none=True)
+                maps = differentiable_map(module(data.terms[idx]).saliency, size)
+                loss, parts = attention_objective(black_box, data.images[idx], maps,
+                                                  data.targets[idx], l_area, l_tv)
+                loss.mean().backward()
+                opt.step()
+                sums["loss"] += float(loss.detach().sum())
+                for key, value in parts.items():
+                    sums[key] += float(value.detach().sum())
+            record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}}
+            history.append(record)
+            if progress:
+                print(f"  l_area={l_area} l_tv={l_tv} epoch {epoch + 1}: "
+                      + " ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch"),
+                      flush=True)
     return module.eval(), history
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .hooks import capture_layer, layer_gradients
+from .hooks import capture_layer, eval_mode, layer_gradients
 from .masking import masked_inputs
 from .models import BlackBox
 from .perf import CHUNK_SIZE, clock
@@ -87,6 +87,9 @@ class MethodSpec:
         role: ``baseline`` / ``variant`` / ``extra`` (:data:`ROLES`).
         gradient_only: computed from the single pass's (A, g) alone.
         extra_forwards: needs image forwards beyond the shared pass (they are counted).
+        paper: the column of the paper's tables this method stands beside
+            (:data:`paperlib.paper_reference.PAPER_COLUMNS`; every reading of the paper's method
+            stands beside ``ours``), or ``None``.
     """
 
     name: str
@@ -96,6 +99,7 @@ class MethodSpec:
     role: str
     gradient_only: bool
     extra_forwards: bool
+    paper: str | None = None
 
     @property
     def doc(self) -> str:
@@ -110,8 +114,8 @@ GRADIENT_METHODS: list[str] = []
 
 
 def register_method(name: str, *, label: str, role: str = "extra", options: type = NoOptions,
-                    gradient_only: bool = False, extra_forwards: bool = False
-                    ) -> Callable[[Callable[[Pass, Any], torch.Tensor]],
+                    gradient_only: bool = False, extra_forwards: bool = False,
+                    paper: str | None = None) -> Callable[[Callable[[Pass, Any], torch.Tensor]],
                                   Callable[[Pass, Any], torch.Tensor]]:
     """Decorator adding a method to :data:`METHODS`. Registering a name twice is an error.
 
@@ -138,8 +142,15 @@ def register_method(name: str, *, label: str, role: str = "extra", options: type
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ValueError(f"option {f.name!r} of {name!r} needs a default")
 
+    if paper is not None and paper not in ("gradcam", "gradcampp", "smoothgradcampp",
+                                           "xgradcam", "ours"):
+        raise ValueError(f"paper column of {name!r} must be one of the paper's columns, "
+                         f"got {paper!r}")
+
     def deco(fn: Callable[[Pass, Any], torch.Tensor]) -> Callable[[Pass, Any], torch.Tensor]:
-        METHODS[name] = MethodSpec(name, fn, options, label, role, gradient_only, extra_forwards)
+        column = "ours" if paper is None and role == "variant" else paper
+        METHODS[name] = MethodSpec(name, fn, options, label, role, gradient_only, extra_forwards,
+                                   column)
         if gradient_only:
             GRADIENT_METHODS.append(name)
         return fn
@@ -316,13 +327,15 @@ def xgradcam_weights(A: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # The methods. Registration order is the tables' order within a role.
 
-@register_method("gradcam", label="Grad-CAM", role="baseline", gradient_only=True)
+@register_method("gradcam", label="Grad-CAM", role="baseline", gradient_only=True,
+                 paper="gradcam")
 def _gradcam(p: Pass, o: NoOptions) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017): L = ReLU(sum_k w_k A_k), w_k = mean_ij g_kij."""
     return p.gradcam_terms.sum(dim=1)
 
 
-@register_method("gradcampp", label="Grad-CAM++", role="baseline", gradient_only=True)
+@register_method("gradcampp", label="Grad-CAM++", role="baseline", gradient_only=True,
+                 paper="gradcampp")
 def _gradcampp(p: Pass, o: NoOptions) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhyay et al. 2018): L = ReLU(sum_k w_k A_k) with Eq. 19's weights
     (:func:`gradcampp_weights`, g1 = g, g2 = g^2, g3 = g^3)."""
@@ -350,7 +363,7 @@ class SmoothGradOptions:
 
 
 @register_method("smoothgradcampp", label="SmoothGrad-CAM++", role="baseline",
-                 options=SmoothGradOptions, extra_forwards=True)
+                 options=SmoothGradOptions, extra_forwards=True, paper="smoothgradcampp")
 def _smoothgradcampp(p: Pass, o: SmoothGradOptions) -> torch.Tensor:
     """SmoothGrad-CAM++ (Omeiza et al. 2019).
 
@@ -365,15 +378,8 @@ def _smoothgradcampp(p: Pass, o: SmoothGradOptions) -> torch.Tensor:
     depend on the batch it is computed in.
     """
     n = o.smooth_samples
-    if n < 1:
-        raise ValueError(f"smooth_samples must be >= 1, got {n}")
     B = p.images.shape[0]
-    gen = torch.Generator(device=p.images.device).manual_seed(p.options.seed)
-    noise = torch.randn((n, *p.images.shape[1:]), generator=gen, device=p.images.device)
-    flat = p.images.flatten(1)
-    scale = (o.smooth_sigma * (flat.max(1).values - flat.min(1).values)).view(B, 1, 1, 1, 1)
-    noisy = (p.images[:, None] + scale * noise[None]).flatten(0, 1)  # (B*n, 3, H, W), image-major
-    targets = p.targets.repeat_interleave(n)
+    noisy, targets = _noisy_copies(p, o)
     g1 = torch.zeros_like(p.A)
     g2 = torch.zeros_like(p.A)
     g3 = torch.zeros_like(p.A)
@@ -392,7 +398,56 @@ def _smoothgradcampp(p: Pass, o: SmoothGradOptions) -> torch.Tensor:
     return _weighted_sum(gradcampp_weights(p.A, g1 / n, g2 / n, g3 / n), p.A)
 
 
-@register_method("xgradcam", label="XGrad-CAM", role="baseline", gradient_only=True)
+def _noisy_copies(p: Pass, o: SmoothGradOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """SmoothGrad's n noisy copies of each image (B*n, 3, H, W), image-major, and their targets.
+
+    The n noise patterns come from a generator seeded with ``options.seed`` and are shared by
+    every image of the batch (each scaled by sigma times its image's value range).
+    """
+    n = o.smooth_samples
+    if n < 1:
+        raise ValueError(f"smooth_samples must be >= 1, got {n}")
+    B = p.images.shape[0]
+    gen = torch.Generator(device=p.images.device).manual_seed(p.options.seed)
+    noise = torch.randn((n, *p.images.shape[1:]), generator=gen, device=p.images.device)
+    flat = p.images.flatten(1)
+    scale = (o.smooth_sigma * (flat.max(1).values - flat.min(1).values)).view(B, 1, 1, 1, 1)
+    noisy = (p.images[:, None] + scale * noise[None]).flatten(0, 1)
+    return noisy, p.targets.repeat_interleave(n)
+
+
+@register_method("smoothgradcampp-maps", label="SmoothGrad-CAM++ (map mean)", role="baseline",
+                 options=SmoothGradOptions, extra_forwards=True, paper="smoothgradcampp")
+def _smoothgradcampp_maps(p: Pass, o: SmoothGradOptions) -> torch.Tensor:
+    """SmoothGrad-CAM++ as the widely used public implementations compute it: the mean over the
+    n noisy copies of each copy's own Grad-CAM++ map.
+
+    For copy s, with its own activations A^(s) and gradients g^(s) at the target layer,
+    L_s = minmax(ReLU(sum_k w_k^(s) A_k^(s))) at the layer's resolution (Eq. 19's weights from
+    g^(s), g^(s)^2, g^(s)^3; a flat map is 0); the saliency is mean_s L_s. Same noise as
+    ``smoothgradcampp`` (:func:`_noisy_copies`), so the two definitions differ only in what is
+    averaged: the gradient terms there (with the clean image's A), the maps here.
+    """
+    n = o.smooth_samples
+    B = p.images.shape[0]
+    noisy, targets = _noisy_copies(p, o)
+    total = torch.zeros(B, *p.A.shape[2:], device=p.A.device, dtype=p.A.dtype)
+    bb = p.black_box
+    with capture_layer(bb.model, bb.target_layer) as cap, torch.enable_grad():
+        for sl in _chunks(B * n, max(1, p.options.chunk_size)):
+            logits = bb.model(noisy[sl])
+            assert cap.activations is not None
+            g = layer_gradients(logits, targets[sl], cap.activations).detach()
+            A = cap.activations.detach()
+            cam = _weighted_sum(gradcampp_weights(A, g, g * g, g * g * g), A).clamp(min=0)
+            idx = torch.arange(sl.start, sl.stop, device=g.device) // n
+            total.index_add_(0, idx, _minmax(cam, dims=(1, 2)))
+    p.forwards["smoothgradcampp-maps"] = B * n
+    return total / n
+
+
+@register_method("xgradcam", label="XGrad-CAM", role="baseline", gradient_only=True,
+                 paper="xgradcam")
 def _xgradcam(p: Pass, o: NoOptions) -> torch.Tensor:
     """XGrad-CAM (Fu et al. 2020): L = ReLU(sum_k w_k A_k) with :func:`xgradcam_weights`."""
     return _weighted_sum(xgradcam_weights(p.A, p.g), p.A)
@@ -516,32 +571,148 @@ class Explanations(Mapping[str, torch.Tensor]):
         return {m: int(v.sum()) for m, v in self.flat_images.items()}
 
 
-def _as_targets(targets, batch: int, device: torch.device, logits: torch.Tensor) -> torch.Tensor:
+#: An input error lists at most this many image indices or target values.
+_MAX_LISTED = 10
+
+
+def _listed(values: Sequence[object]) -> str:
+    """``[a, b, ...]`` with at most :data:`_MAX_LISTED` entries, then how many there are."""
+    shown = ", ".join(str(v) for v in values[:_MAX_LISTED])
+    more = f", ... ({len(values)} in all)" if len(values) > _MAX_LISTED else ""
+    return f"[{shown}{more}]"
+
+
+def _model_dtype(black_box: BlackBox) -> torch.dtype:
+    """The floating dtype of the black box's parameters (float32 for every kit black box)."""
+    for p in black_box.model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _check_images(images: object, black_box: BlackBox) -> torch.Tensor:
+    """``images`` on the black box's device and dtype, after checking the black boxes' contract.
+
+    The contract: a floating-point (B, 3, H, W) batch with B >= 1 and every value finite and in
+    [0, 1] -- what ``black_box.preprocess`` gives (the black box normalises internally). A
+    floating dtype other than the model's (float64, float16) is converted to it without warning
+    (float32 for the kit's black boxes). Anything else raises ``TypeError`` (not a tensor) or
+    ``ValueError`` saying what is wrong and how to fix it: non-finite pixels (naming the images),
+    values outside [0, 1] (0..255 or already-normalised input), integer or bool dtypes, a
+    channel count other than 3, an empty batch, a tensor that is not 4-D.
+
+    Cost on a valid batch: one reduction (``aminmax``) and one host sync. The per-image
+    diagnosis runs only to word an error.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, 3, H, W) in [0, 1], got "
+                        f"{type(images).__name__}; build the batch with "
+                        "torch.stack([black_box.preprocess(im) for im in pil_images])")
+    shape = tuple(images.shape)
+    if images.ndim != 4:
+        hint = "; for a single (3, H, W) image pass images[None]" if images.ndim == 3 else ""
+        raise ValueError(f"images must be a (B, 3, H, W) batch, got shape {shape}{hint}")
+    if shape[0] == 0 or images.numel() == 0:
+        raise ValueError(f"images is an empty batch (shape {shape}); give at least one image "
+                         "of at least 1x1 pixels")
+    if shape[1] != 3:
+        raise ValueError(f"images must have 3 (RGB) channels: expected (B, 3, H, W), got shape "
+                         f"{shape}; convert grayscale (or RGBA) images to RGB first, as the "
+                         "kit's loader does before black_box.preprocess "
+                         "(PIL: image.convert('RGB'))")
+    if not images.is_floating_point():
+        if images.dtype == torch.bool or images.is_complex():
+            hint = "build the batch with black_box.preprocess"
+        else:
+            hint = ("0..255 pixel values must be divided by 255 (images.float() / 255), or build "
+                    "the batch with black_box.preprocess")
+        raise ValueError(f"images have dtype {images.dtype}; the black box takes floating-point "
+                         f"images in [0, 1] (its preprocess output): {hint}")
+    images = images.to(device=black_box.device, dtype=_model_dtype(black_box))
+    lo, hi = torch.aminmax(images)  # NaN propagates; inf is out of range: one check for all
+    lo_v, hi_v = torch.stack([lo, hi]).tolist()
+    if 0.0 <= lo_v and hi_v <= 1.0:
+        return images
+    batch = shape[0]
+    nonfinite = (~torch.isfinite(images)).flatten(1).any(dim=1)
+    if bool(nonfinite.any()):
+        idx = nonfinite.nonzero().flatten().tolist()
+        raise ValueError(f"images hold non-finite values (NaN or inf) in image(s) {_listed(idx)} "
+                         f"(indices in the batch of {batch}); the black box would give them NaN "
+                         "logits and NaN maps. Fix or drop those images")
+    outside = ((images < 0) | (images > 1)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+
+    def shown(v: float) -> str:  # 4 digits, more where 4 would make it look in range (1.0001)
+        text = f"{v:.4g}"
+        return f"{v:.8g}" if (v < 0 or v > 1) and 0 <= float(text) <= 1 else text
+
+    raise ValueError(f"images must be in [0, 1]: the black box expects its preprocess output "
+                     f"(it normalises internally), but the values range over [{shown(lo_v)}, "
+                     f"{shown(hi_v)}] (image(s) {_listed(outside)} of the batch of {batch}). "
+                     "0..255 images need dividing by 255; already-normalised images need "
+                     "un-normalising (x * std + mean); or build the batch with "
+                     "black_box.preprocess")
+
+
+def _as_targets(targets: Sequence[int] | torch.Tensor | None, batch: int,
+                device: torch.device) -> torch.Tensor | None:
+    """``targets`` as a (B,) int64 tensor on ``device``; ``None`` stays ``None`` (predicted).
+
+    Strict: only integer class indices -- a tensor or array of an integer dtype, or a sequence of
+    ints. Floats (even whole-valued ones), bools and anything else raise ``ValueError`` naming
+    the values; a tensor on another device is moved. The range [0, K) is checked after the
+    forward, which gives K.
+    """
     if targets is None:
-        return logits.argmax(dim=1)
-    t = torch.as_tensor(targets, device=device).long().view(-1)
+        return None
+    if isinstance(targets, (str, bytes)):
+        raise ValueError(f"targets must be integer class indices, got the string {targets!r}")
+    if isinstance(targets, (list, tuple)):
+        odd = [v for v in targets if isinstance(v, bool) or isinstance(v, float)]
+        if odd:
+            raise ValueError(f"targets must be integer class indices, got {_listed(odd)} among "
+                             f"{_listed(list(targets))}; pass ints")
+    try:
+        t = torch.as_tensor(targets)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"targets must be integer class indices (a sequence of ints or an "
+                         f"integer tensor), got {targets!r} ({exc})") from exc
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise ValueError(f"targets must be integer class indices, got a tensor of dtype "
+                         f"{t.dtype} with values {_listed(t.flatten().tolist())}; pass an "
+                         "integer tensor (targets.long() only if they are whole numbers)")
+    if t.ndim > 1:
+        raise ValueError(f"targets must be one class index per image, shape (B,), got shape "
+                         f"{tuple(t.shape)}")
     if t.numel() != batch:
         raise ValueError(f"got {t.numel()} targets for a batch of {batch} images; give exactly one "
                          "class index per image (or targets=None for the predicted classes)")
-    n_classes = logits.shape[1]
-    if (t < 0).any() or (t >= n_classes).any():
-        raise ValueError(f"targets must be class indices in [0, {n_classes}); got {t.tolist()}")
-    return t
+    return t.to(device=device, dtype=torch.long).view(-1)
 
 
 def gradient_pass(black_box: BlackBox, images: torch.Tensor,
                   targets: Sequence[int] | torch.Tensor | None = None,
                   options: ExplainOptions | None = None) -> Pass:
-    """The single hooked forward + ``autograd.grad`` every gradient method is computed from."""
-    if images.ndim != 4:
-        raise ValueError(f"images must be a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
-    images = images.to(black_box.device)
+    """The single hooked forward + ``autograd.grad`` every gradient method is computed from.
+
+    ``images`` and ``targets`` are checked first (see :func:`explain`): a bad input is a
+    ``ValueError`` before any forward, never NaN maps or silently changed classes.
+    """
+    images = _check_images(images, black_box)
+    given = _as_targets(targets, images.shape[0], images.device)
     with capture_layer(black_box.model, black_box.target_layer) as cap, torch.enable_grad():
         logits = black_box.model(images)
         if cap.activations is None:
             raise RuntimeError(f"target layer {black_box.target_layer_name} of {black_box.name} "
                                "was not run by the forward pass")
-        t = _as_targets(targets, images.shape[0], images.device, logits)
+        if given is None:
+            t = logits.argmax(dim=1)
+        else:
+            t = given
+            n_classes = logits.shape[1]
+            if bool(((t < 0) | (t >= n_classes)).any()):
+                raise ValueError(f"targets must be class indices in [0, {n_classes}); "
+                                 f"got {_listed(t.tolist())}")
         g = layer_gradients(logits, t, cap.activations)
     return Pass(black_box, images, t, logits.detach(), cap.activations.detach(), g.detach(),
                 options or ExplainOptions())
@@ -554,10 +725,17 @@ def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] | 
 
     Args:
         black_box: from :func:`paperlib.load_model` (or any :class:`BlackBox`).
-        images: (B, 3, H, W) in [0, 1], as the black box's ``preprocess`` gives them.
+        images: (B, 3, H, W) in [0, 1], as the black box's ``preprocess`` gives them. Checked
+            before any forward: a non-4-D tensor, an empty batch, a channel count other than 3,
+            an integer or bool dtype (uint8 0..255: divide by 255), a non-finite pixel (the
+            error names the images) or a value outside [0, 1] (0..255 or already-normalised
+            input; the error shows the observed min/max) is a ``ValueError``. A float64 (or
+            float16) batch is converted to the model's dtype (float32) without warning.
         methods: names from :data:`METHODS` (or one name).
-        targets: one class index per image; ``None``: the predicted class. A list of the wrong
-            length is an error (never silently truncated).
+        targets: one integer class index per image (a sequence of ints or an integer tensor,
+            on any device); ``None``: the predicted class. A wrong length, an index outside
+            [0, K) or a non-integer value (floats, even whole-valued ones, and bools) is a
+            ``ValueError`` (never silently truncated or rounded).
         options / option_kwargs: :class:`ExplainOptions`, and/or flat option keywords
             (``seed``, ``chunk_size``, any method's option such as ``smooth_samples=4``) applied
             on top of it (:meth:`ExplainOptions.build`).
@@ -572,13 +750,14 @@ def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] | 
     seconds = {"pass": clock(device) - start}
     size = (int(p.images.shape[-2]), int(p.images.shape[-1]))
     maps, low_res, flat_images = {}, {}, {}
-    for name in methods:
-        start = clock(device)
-        spec = METHODS[name]
-        low = spec.fn(p, options.of(name)).clamp(min=0)
-        maps[name], flat_images[name] = normalize_maps(upsample(low, size))
-        low_res[name] = low
-        seconds[name] = clock(device) - start
+    with eval_mode(black_box.model):  # extra forwards (Score-CAM...) never update BN statistics
+        for name in methods:
+            start = clock(device)
+            spec = METHODS[name]
+            low = spec.fn(p, options.of(name)).clamp(min=0)
+            maps[name], flat_images[name] = normalize_maps(upsample(low, size))
+            low_res[name] = low
+            seconds[name] = clock(device) - start
     return Explanations(maps=maps, targets=p.targets, logits=p.logits, flat_images=flat_images,
                         forwards={m: p.forwards.get(m, 0) for m in methods}, low_res=low_res,
                         seconds=seconds)

@@ -16,11 +16,23 @@ truncated, not an image) is skipped when it is read. Both are warned about, nami
 counted in :attr:`ImageDataset.report`. Grayscale, CMYK, RGBA, palette and 16-bit images are
 converted to 8-bit RGB (transparent pixels composited on white; 16-bit values rescaled, not
 clipped); EXIF orientation is applied.
+
+Nothing in the folder is passed over in silence (hidden files, ``.name``, excepted): a broken
+symbolic link, a stray top-level file of an imagenet-val folder and a sub-folder of a sample
+folder are warned about (:class:`BadImageWarning`) and counted in the report at listing. A folder
+holding both layouts -- wnid sub-folders *and* top-level ``<wnid>_<name>`` files -- is an error
+that names both, never read as one of them.
+
+:meth:`ImageDataset.fingerprint` hashes the exact list of files (names, sizes, modification
+times): the results store keys a run by it, so adding, removing or replacing an image starts a new
+run. :func:`iter_batches` decodes in DataLoader worker processes when asked to
+(:func:`default_workers`), with pinned memory and non-blocking copies to a CUDA device.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import warnings
@@ -40,6 +52,7 @@ __all__ = [
     "ImageDataset",
     "LoadReport",
     "SPLITS",
+    "default_workers",
     "imagenet_classes",
     "iter_batches",
     "load_images",
@@ -164,6 +177,24 @@ class ImageDataset(torch.utils.data.Dataset):
     def files(self) -> list[str]:
         return [self.file_name(i) for i in range(len(self))]
 
+    def fingerprint(self) -> str:
+        """16-hex-digit SHA-256 over the exact file list: each file's name (relative to
+        :attr:`root`), size and modification time (``os.stat``, links followed), in order.
+
+        Adding, removing, renaming, replacing or touching an image changes it; copying the folder
+        without keeping modification times (``cp -r`` rather than ``cp -a`` / ``rsync -a``) does
+        too. A file gone since listing counts as ``<missing>``.
+        """
+        h = hashlib.sha256()
+        for i, r in enumerate(self.records):
+            try:
+                st = os.stat(r.path)
+                facts = f"{st.st_size}\0{st.st_mtime_ns}"
+            except OSError:
+                facts = "<missing>"
+            h.update(f"{self.file_name(i)}\0{facts}\n".encode())
+        return h.hexdigest()[:16]
+
     def _derive(self, records: Sequence[Record]) -> ImageDataset:
         # The report is shared: a file skipped while reading a subset is reported for the whole.
         return ImageDataset(self.root, records, self.layout, self.report)
@@ -191,12 +222,43 @@ class ImageDataset(torch.utils.data.Dataset):
         return self._derive([self.records[i] for i in idx])
 
 
+def _visible(folder: Path) -> list[Path]:
+    """The entries of ``folder`` not hidden (``.name``), sorted."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def _skip_broken_link(path: Path, root: Path, report: LoadReport) -> None:
+    report.listed += 1
+    report.skip(str(path.relative_to(root)),
+                f"broken symbolic link to {os.readlink(path)} (the target does not exist)")
+
+
+def _sample_wnid(name: str) -> str:
+    """The wnid a sample-layout file name starts with (``<wnid>_<name>.JPEG``)."""
+    return name.split("_", 1)[0].split(".", 1)[0]
+
+
 def _list_sample(root: Path, report: LoadReport) -> list[Record]:
     records = []
     index = _wnid_to_index()
-    for path in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for path in _visible(root):
+        if _broken_link(path):
+            _skip_broken_link(path, root, report)
+            continue
+        if path.is_dir():
+            report.listed += 1
+            report.skip(f"{path.name}{os.sep}",
+                        "a sub-folder of a sample-layout folder (its files are not read: the "
+                        "sample layout reads the top-level <wnid>_<name>.JPEG files only)")
+            continue
+        if not path.is_file():
+            continue
         report.listed += 1
-        wnid = path.name.split("_", 1)[0].split(".", 1)[0]
+        wnid = _sample_wnid(path.name)
         if wnid not in index:
             report.skip(path.name, f"'{wnid}' is not an ImageNet-1k wnid (expected files named "
                                    "<wnid>_<name>.JPEG)")
@@ -208,16 +270,25 @@ def _list_sample(root: Path, report: LoadReport) -> list[Record]:
 def _list_val(root: Path, report: LoadReport) -> list[Record]:
     records = []
     index = _wnid_to_index()
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if folder.name not in index:
-            for path in files:
-                report.listed += 1
+    for entry in _visible(root):
+        if _broken_link(entry):
+            _skip_broken_link(entry, root, report)
+        elif entry.is_file():
+            report.listed += 1
+            report.skip(entry.name, "a top-level file of an imagenet-val folder (its images are "
+                                    "read from the class sub-folders <wnid>/ only)")
+    for folder in (p for p in _visible(root) if p.is_dir()):
+        entries = sorted(p for p in folder.rglob("*")
+                         if not p.name.startswith(".") and (p.is_file() or _broken_link(p)))
+        for path in entries:
+            if _broken_link(path):
+                _skip_broken_link(path, root, report)
+                continue
+            report.listed += 1
+            if folder.name not in index:
                 report.skip(str(path.relative_to(root)),
                             f"folder '{folder.name}' is not an ImageNet-1k wnid")
-            continue
-        for path in files:
-            report.listed += 1
+                continue
             records.append(Record(path, index[folder.name], folder.name))
     return records
 
@@ -226,7 +297,8 @@ def load_images(path: str | os.PathLike | None = None) -> ImageDataset:
     """The images under ``path`` (else ``$PAPERLIB_DATA``, else ``data/imagenet-sample``).
 
     The layout is detected: sub-folders named by wnid -> imagenet-val; files -> sample.
-    Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` for one with no images.
+    Raises ``FileNotFoundError`` for a missing folder, ``ValueError`` for one with no images and
+    for one mixing both layouts (wnid sub-folders beside top-level ``<wnid>_<name>`` files).
     """
     root = Path(path).expanduser() if path is not None else default_data_dir()
     where = ("the argument" if path is not None else
@@ -237,8 +309,20 @@ def load_images(path: str | os.PathLike | None = None) -> ImageDataset:
             "<wnid>_<name>.JPEG files or one sub-folder per wnid. Set PAPERLIB_DATA, pass the "
             "path, or run `make data` to download the public ImageNet sample")
     report = LoadReport()
-    subdirs = [p for p in root.iterdir() if p.is_dir() and _WNID.match(p.name)]
+    entries = _visible(root)
+    subdirs = [p for p in entries if p.is_dir() and _WNID.match(p.name)]
     if subdirs:
+        index = _wnid_to_index()
+        sample_files = [p.name for p in entries
+                        if (p.is_file() or _broken_link(p)) and _sample_wnid(p.name) in index]
+        if sample_files:
+            raise ValueError(
+                f"{root} (from {where}) mixes the two layouts: {len(subdirs)} class sub-folder(s) "
+                f"({', '.join(p.name for p in subdirs[:3])}{' ...' if len(subdirs) > 3 else ''}; "
+                f"the imagenet-val layout) and {len(sample_files)} top-level <wnid>_<name> "
+                f"file(s) ({', '.join(sample_files[:3])}{' ...' if len(sample_files) > 3 else ''}; "
+                "the sample layout). Reading it as either would drop the other's images: move "
+                "the top-level files into their <wnid>/ folders, or the folders elsewhere")
         layout, records = "imagenet-val", _list_val(root, report)
     else:
         layout, records = "sample", _list_sample(root, report)
@@ -263,8 +347,18 @@ class Batch:
         return len(self.files)
 
 
+def default_workers(device: torch.device | str | None) -> int:
+    """Decoding worker processes for :func:`iter_batches` on ``device``: none on a CPU (the
+    model's threads use every core; measured in ``benchmarks/SCALE_cpu.md``), else
+    ``min(8, CPU cores / processes on this machine)`` so that decoding keeps up with a GPU."""
+    if device is None or torch.device(device).type == "cpu":
+        return 0
+    per_machine = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, (os.cpu_count() or 1) // per_machine))
+
+
 class _Preprocessed(torch.utils.data.Dataset):
-    """Items ``(tensor, label, file, index)``, or ``(None, label, file, index, error)`` when bad."""
+    """Items ``(tensor, label, file, index, None)``, or ``(None, label, file, index, error)``."""
 
     def __init__(self, dataset: ImageDataset, preprocess: Callable, indices: Sequence[int]):
         self.dataset, self.preprocess, self.indices = dataset, preprocess, list(indices)
@@ -272,7 +366,7 @@ class _Preprocessed(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, j: int):
+    def __getitem__(self, j: int) -> tuple:
         i = self.indices[j]
         r = self.dataset.records[i]
         file = self.dataset.file_name(i)
@@ -282,8 +376,13 @@ class _Preprocessed(torch.utils.data.Dataset):
             return None, r.label, file, i, f"{type(exc).__name__}: {exc}"
 
 
-def _collate(items):
-    return items
+def _collate(items: list[tuple]) -> tuple:
+    """In the worker: the good images stacked, their labels, files and indices; the errors."""
+    good = [it for it in items if it[4] is None]
+    errors = [(it[2], it[4]) for it in items if it[4] is not None]
+    images = torch.stack([g[0] for g in good]) if good else torch.empty(0)
+    labels = torch.tensor([g[1] for g in good], dtype=torch.int64)
+    return images, labels, [g[2] for g in good], [g[3] for g in good], errors
 
 
 def iter_batches(dataset: ImageDataset, preprocess: Callable, batch_size: int = 16,
@@ -291,26 +390,27 @@ def iter_batches(dataset: ImageDataset, preprocess: Callable, batch_size: int = 
                  device: torch.device | str | None = None) -> Iterator[Batch]:
     """Batches of preprocessed images; unreadable files are skipped, warned about and reported.
 
-    A batch may hold fewer than ``batch_size`` images when files were skipped; an all-bad batch
-    is not yielded.
+    A batch holds the next ``batch_size`` of ``indices`` (fewer when files were skipped; an
+    all-bad batch is not yielded). ``num_workers`` processes decode and stack ahead of the caller
+    (:func:`default_workers`); on a CUDA ``device`` batches come in pinned memory and are copied
+    without blocking, so the host never waits for the copy.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     indices = range(len(dataset)) if indices is None else indices
+    target = torch.device(device) if device is not None else None
+    pin = target is not None and target.type == "cuda"
     loader = torch.utils.data.DataLoader(_Preprocessed(dataset, preprocess, indices),
                                          batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=_collate)
-    for items in loader:
-        good = []
-        for x, label, file, i, error in items:
-            if error is not None:
-                dataset.report.skip(file, f"not a readable image ({error})")
-            else:
-                good.append((x, label, file, i))
-        if not good:
+                                         collate_fn=_collate, pin_memory=pin)
+    for images, labels, files, idx, errors in loader:
+        for file, error in errors:
+            dataset.report.skip(file, f"not a readable image ({error})")
+        if not files:
             continue
-        images = torch.stack([g[0] for g in good])
-        labels = torch.tensor([g[1] for g in good])
-        if device is not None:
-            images, labels = images.to(device), labels.to(device)
-        yield Batch(images, labels, [g[2] for g in good], [g[3] for g in good])
+        if target is not None:
+            images = images.to(target, non_blocking=pin)
+            labels = labels.to(target, non_blocking=pin)
+        yield Batch(images, labels, list(files), list(idx))

@@ -2,8 +2,10 @@
 
 :func:`run_evaluation` walks the dataset in batches. Per batch: one :func:`paperlib.explain` call
 gives every method's maps; :func:`paperlib.metrics.evaluate_batch` scores them; the per-image rows
-and the batch's timings go to the :class:`paperlib.results.ResultsCache` before the next batch
-starts. A rerun with the same settings resumes where the last one stopped.
+and the batch's timings go to the results store (:class:`paperlib.results.ResultsCache`, SQLite,
+one transaction per batch) before the next batch starts. A rerun with the same settings and the
+same image files resumes where the last one stopped; under ``torchrun`` every rank takes its share
+of the batches (:mod:`paperlib.distributed`, :mod:`paperlib.evaluate`).
 
 The speed floor is measured in the same run, on every batch: a plain ``torch.no_grad()`` forward
 of ``chunk_size`` of the batch's images (best of three). The evaluation's cost is reported as
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,17 @@ from typing import Any
 import pandas as pd
 import torch
 
+from . import distributed
 from .attention import checkpoint_path
-from .cam import ExplainOptions, check_methods, default_methods, explain, method_names
-from .data import ImageDataset
+from .cam import (
+    ExplainOptions,
+    Explanations,
+    check_methods,
+    default_methods,
+    explain,
+    method_names,
+)
+from .data import ImageDataset, default_workers
 from .metrics import MetricConfig, evaluate_batch, image_rows
 from .models import BlackBox
 from .paths import results_dir
@@ -110,29 +120,41 @@ class EvalSettings:
 
 @dataclass
 class Evaluation:
-    """Per-image rows of a finished (or resumed) run, its batch records and settings."""
+    """Per-image rows of a finished (or resumed) run, its batch records and settings; ``store``
+    is the results store file and ``run_key`` the run's key in it."""
 
     frame: pd.DataFrame
     batches: list[dict[str, Any]]
     settings: EvalSettings
-    cache_dir: Path
+    store: Path
+    run_key: str
     model: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def speed(self) -> dict[str, float]:
-        """Totals over the run: metric forwards, their time against the floor, per-method time."""
+        """Totals over the run: metric forwards, their time against the floor, per-method time.
+
+        Per-image figures are NaN for a run without a stored batch (never a division by zero).
+        """
         b = self.batches
         n = sum(x["n_images"] for x in b)
         forwards = sum(x["metric_forwards"] for x in b)
         seconds = sum(x["metric_seconds"] for x in b)
         floor = sum(x["metric_forwards"] * x["floor_seconds_per_image"] for x in b)
+
+        def per_image(total: float) -> float:
+            return total / n if n else float("nan")
+
         out = {"images": n, "metric_forwards": forwards, "metric_seconds": seconds,
                "floor_seconds": floor, "ratio_to_floor": seconds / floor if floor else float("nan"),
                "floor_ms_per_image": 1000 * floor / forwards if forwards else float("nan")}
         for m in self.settings.methods:
-            out[f"explain_ms_per_image[{m}]"] = 1000 * sum(x["method_seconds"][m] for x in b) / n
-            out[f"extra_forwards_per_image[{m}]"] = sum(x["method_forwards"][m] for x in b) / n
-        out["explain_ms_per_image[shared pass]"] = 1000 * sum(x["pass_seconds"] for x in b) / n
+            out[f"explain_ms_per_image[{m}]"] = per_image(
+                1000 * sum(x["method_seconds"][m] for x in b))
+            out[f"extra_forwards_per_image[{m}]"] = per_image(
+                sum(x["method_forwards"][m] for x in b))
+        out["explain_ms_per_image[shared pass]"] = per_image(
+            1000 * sum(x["pass_seconds"] for x in b))
         return out
 
 
@@ -153,44 +175,83 @@ def measure_floor(black_box: BlackBox, images: torch.Tensor, chunk_size: int,
 
 def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSettings,
                    results_root: str | Path | None = None, progress: bool = True,
-                   name: str = "eval", max_batches: int | None = None) -> Evaluation:
+                   name: str = "eval", max_batches: int | None = None,
+                   num_workers: int | None = None,
+                   explainer: Callable[..., Explanations] | None = None) -> Evaluation:
     """Evaluate ``settings.methods`` on ``settings.split`` / ``n_images`` of ``dataset``, resuming.
 
-    ``max_batches`` stops after that many new batches (for tests of resumption); the cache keeps
-    what was finished.
+    Rows go to the results store ``<results>/cache/<name>.sqlite``
+    (:class:`paperlib.results.ResultsCache`), one transaction per batch; the run's key holds the
+    settings, the code and the exact file list. Under ``torchrun`` (:mod:`paperlib.distributed`)
+    each rank computes every world-th batch into its own shard and every rank returns the merged
+    rows. ``max_batches`` stops after that many new batches (for tests of resumption); the store
+    keeps what was finished. ``num_workers``: decoding processes (default
+    :func:`paperlib.data.default_workers`). ``explainer``: called instead of
+    :func:`paperlib.explain` as ``explainer(black_box, images, methods, targets=, options=,
+    files=)`` (e.g. to reuse a batch's explanations across runs that differ only in the metrics).
+
+    Raises ``ValueError`` when the split holds no image, and when every image of the run is
+    unreadable (naming the folder, with the skip report) -- no batch is then computed.
     """
     subset = dataset.split(settings.split).subset(settings.n_images)
+    root = Path(dataset.root).resolve()
+    if not len(subset):
+        raise ValueError(f"no image of split {settings.split!r} among the {len(dataset)} images of "
+                         f"{root} ({dataset.layout} layout); choose another split (or 'all')")
     key = {"model": black_box.name, "target_layer": black_box.target_layer_name,
-           "weights": black_box.weights, "data": str(Path(dataset.root).resolve()),
-           "n_listed": len(subset), "code": code_fingerprint(checkpoint_path(black_box)),
-           **settings.key()}
-    cache = ResultsCache(Path(results_dir(results_root)) / "cache", name, key)
+           "weights": black_box.weights, "data": str(root),
+           "code": code_fingerprint(checkpoint_path(black_box)), **settings.key()}
+    workers = default_workers(black_box.device) if num_workers is None else num_workers
     options, mconfig = settings.explain, settings.metrics
-    new_batches = 0
-    for batch in cache.pending(subset, black_box.preprocess, settings.batch_size,
-                               black_box.device, f"{black_box.name}: evaluating", progress):
-        if max_batches is not None and new_batches >= max_batches:
-            break
-        targets = batch.labels if settings.target == "label" else None
-        ex = explain(black_box, batch.images, settings.methods, targets=targets, options=options)
-        floor = measure_floor(black_box, batch.images, mconfig.chunk_size)
-        start = clock(black_box.device)
-        scores = evaluate_batch(black_box, batch.images, ex.maps, ex.targets, mconfig,
-                                clean_logits=ex.logits)
-        metric_seconds = clock(black_box.device) - start
-        flat = {m: ex.flat_images[m].cpu().numpy() for m in settings.methods}
-        rows = image_rows(batch.files, batch.labels.cpu().numpy(), scores, flat, mconfig)
-        stats = {"n_images": len(batch), "files": batch.files, "pass_seconds": ex.seconds["pass"],
-                 "method_seconds": {m: ex.seconds[m] for m in settings.methods},
-                 "method_forwards": ex.forwards, "metric_seconds": metric_seconds,
-                 "metric_forwards": scores.forwards, "floor_seconds_per_image": floor,
-                 "device": str(black_box.device), "threads": torch.get_num_threads(),
-                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-        cache.write_batch(rows, stats)
-        new_batches += 1
-    frame = cache.load()
+    with ResultsCache(Path(results_dir(results_root)) / "cache", name, key, dataset=subset,
+                      methods=settings.methods) as cache:
+        new_batches = 0
+        for batch in cache.pending(subset, black_box.preprocess, settings.batch_size,
+                                   black_box.device, f"{black_box.name}: evaluating", progress,
+                                   num_workers=workers):
+            if max_batches is not None and new_batches >= max_batches:
+                break
+            begin = time.perf_counter()
+            targets = batch.labels if settings.target == "label" else None
+            if explainer is None:
+                ex = explain(black_box, batch.images, settings.methods, targets=targets,
+                             options=options)
+            else:
+                ex = explainer(black_box, batch.images, settings.methods, targets=targets,
+                               options=options, files=batch.files)
+            floor = measure_floor(black_box, batch.images, mconfig.chunk_size)
+            start = clock(black_box.device)
+            scores = evaluate_batch(black_box, batch.images, ex.maps, ex.targets, mconfig,
+                                    clean_logits=ex.logits)
+            metric_seconds = clock(black_box.device) - start
+            flat = {m: ex.flat_images[m].cpu().numpy() for m in settings.methods}
+            rows = image_rows(batch.files, batch.labels.cpu().numpy(), scores, flat, mconfig)
+            stats = {"n_images": len(batch), "files": batch.files,
+                     "pass_seconds": ex.seconds["pass"],
+                     "method_seconds": {m: ex.seconds[m] for m in settings.methods},
+                     "method_forwards": ex.forwards, "metric_seconds": metric_seconds,
+                     "metric_forwards": scores.forwards, "floor_seconds_per_image": floor,
+                     "batch_seconds": time.perf_counter() - begin,
+                     "device": str(black_box.device), "threads": torch.get_num_threads(),
+                     "workers": workers, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            cache.write_batch(rows, stats)
+            new_batches += 1
+        frame, batches = cache.gather()
+        store, run_key = cache.path, cache.key
+    skipped: list[tuple[str, str]] = []   # every rank's skip report (each read its shard)
+    seen: set[str] = set()
+    for report in distributed.all_gather_object(list(subset.report.skipped)):
+        for file, reason in report:
+            if file not in seen:
+                seen.add(file)
+                skipped.append((file, reason))
+    unreadable = seen & set(subset.files)
+    if frame.empty and len(unreadable) == len(subset):
+        lines = "\n".join(f"  skipped {f}: {r}" for f, r in skipped)
+        raise ValueError(f"no usable image in {root}: all {len(subset)} image(s) of split "
+                         f"{settings.split!r} (n_images={settings.n_images}) were skipped, so "
+                         f"nothing was evaluated; fix or replace them:\n{lines}")
     if len(frame):
-        mconfig.row_schema.validate(frame, where=str(cache.dir))
-    return Evaluation(frame, cache.batch_stats(), settings, cache.dir, black_box.name,
-                      list(subset.report.skipped))
-
+        columns = list(mconfig.row_schema.columns())
+        frame = mconfig.row_schema.validate(frame, where=f"{store} (run {run_key})")[columns]
+    return Evaluation(frame, batches, settings, store, run_key, black_box.name, skipped)

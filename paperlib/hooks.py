@@ -2,15 +2,18 @@
 to it.
 
 :func:`capture_layer` registers a forward hook on ``layer``; inside the ``with`` block every forward
-of the model stores that layer's output in :attr:`Capture.activations`. If the output does not
-require grad (the kit's black boxes have frozen parameters and their inputs need no gradient), the
-hook hands the rest of the network a detached leaf that does. The forward below the layer then
-builds no autograd graph at all, and :func:`layer_gradients` -- ``torch.autograd.grad`` of the
-target scores with respect to the activations -- back-propagates only through the head. Parameters'
-``.grad`` are never touched.
+of the model stores that layer's output in :attr:`Capture.activations`. Inside the block every
+parameter of the model has ``requires_grad=False`` (:func:`frozen_parameters`), whatever its owner
+set: a user's classifier (:func:`paperlib.wrap_model`) is explained exactly like the kit's frozen
+black boxes. The layer's output then does not require grad (the inputs need none), and the hook
+stores a detached leaf that does as the activations and hands the rest of the network a copy of it
+(so that an in-place operation after the layer, e.g. ``ReLU(inplace=True)``, changes neither the
+captured activations nor a leaf). The forward below the layer builds no autograd graph at all, and
+:func:`layer_gradients` -- ``torch.autograd.grad`` of the target scores with respect to the
+activations -- back-propagates only through the head. Parameters' ``.grad`` are never touched.
 
-On exit, always (exceptions included), the hook is removed and every module's train/eval flag is
-restored to what it was on entry.
+On exit, always (exceptions included), the hook is removed, every parameter's ``requires_grad``
+flag and every module's train/eval flag are restored to what they were on entry.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Capture", "capture_layer", "eval_mode", "layer_gradients"]
+__all__ = ["Capture", "capture_layer", "eval_mode", "frozen_parameters", "layer_gradients"]
 
 
 @dataclass
@@ -46,8 +49,23 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """``requires_grad=False`` for every parameter of ``model``; on exit (exceptions included)
+    exactly the parameters that required grad on entry require it again."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+@contextmanager
 def capture_layer(model: nn.Module, layer: nn.Module) -> Iterator[Capture]:
-    """Capture ``layer``'s output during forwards of ``model`` (in eval mode) within the block."""
+    """Capture ``layer``'s output during forwards of ``model`` (in eval mode, parameters frozen)
+    within the block."""
     capture = Capture()
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
@@ -55,11 +73,13 @@ def capture_layer(model: nn.Module, layer: nn.Module) -> Iterator[Capture]:
             raise TypeError(f"target layer {type(module).__name__} returned "
                             f"{type(output).__name__}; expected a tensor (B, C, h, w)")
         if torch.is_grad_enabled() and not output.requires_grad:
-            output = output.detach().requires_grad_()
+            leaf = output.detach().requires_grad_()
+            capture.activations = leaf
+            return leaf.clone()  # the network goes on with a copy: in-place ops stay legal
         capture.activations = output
         return output
 
-    with eval_mode(model):
+    with eval_mode(model), frozen_parameters(model):
         handle = layer.register_forward_hook(hook)
         try:
             yield capture

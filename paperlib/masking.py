@@ -5,7 +5,9 @@ normalisation** (the black boxes normalise inside). Score-CAM's channel masks, t
 objective, the held-out criterion and every metric call :func:`masked_inputs`; nothing else
 multiplies images by masks.
 
-* fills (:func:`fill_images`): ``black`` (0: ``E = x * M``, the paper's words), ``mean`` (the
+* fills (:func:`fill_images`): ``black`` (0: ``E = x * M``, the paper's words), ``normalised``
+  (the black box's normalisation mean: what multiplying the *normalised* tensor by M does, as the
+  public Average Drop implementations -- torchcam, pytorch-grad-cam, ADCC -- do), ``mean`` (the
   image's own mean colour) or ``blur`` (the image blurred, RISE's insertion baseline);
 * top-k masks (:func:`keep_top`): exactly ``round(k/100 * H*W)`` pixels kept, ranked by
   :func:`pixel_ranks` (most salient first, ties broken by pixel index, lower first).
@@ -13,13 +15,15 @@ multiplies images by masks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torchvision.transforms.functional as TF
 
 __all__ = ["FILLS", "blurred", "fill_images", "keep_top", "masked_inputs", "n_pixels",
            "pixel_ranks"]
 
-FILLS = ("black", "mean", "blur")
+FILLS = ("black", "normalised", "mean", "blur")
 _BLUR_KERNEL, _BLUR_SIGMA = 11, 5.0  # RISE's insertion baseline
 
 
@@ -44,10 +48,25 @@ def blurred(images: torch.Tensor) -> torch.Tensor:
     return TF.gaussian_blur(images, kernel_size=kernel, sigma=_BLUR_SIGMA)
 
 
-def fill_images(images: torch.Tensor, fill: str) -> torch.Tensor:
-    """What removed pixels become: black (0), the image's mean colour, or the image blurred."""
+def fill_images(images: torch.Tensor, fill: str,
+                normalisation_mean: Sequence[float] | None = None) -> torch.Tensor:
+    """What removed pixels become: black (0), the black box's normalisation mean, the image's
+    mean colour, or the image blurred.
+
+    ``normalised``: with N(x) = (x - mu) / sigma the black box's normalisation,
+    N(x * M + mu * (1 - M)) = N(x) * M, i.e. the fill that multiplying the normalised tensor by
+    M amounts to; it needs ``normalisation_mean`` (mu, one value per channel).
+    """
     if fill == "black":
         return torch.zeros_like(images)
+    if fill == "normalised":
+        if normalisation_mean is None:
+            raise ValueError("fill='normalised' needs the black box's normalisation mean")
+        mu = torch.as_tensor(normalisation_mean, dtype=images.dtype, device=images.device)
+        if mu.numel() != images.shape[1]:
+            raise ValueError(f"normalisation mean {tuple(normalisation_mean)} has "
+                             f"{mu.numel()} values for {images.shape[1]} channels")
+        return mu.view(1, -1, 1, 1).expand_as(images)
     if fill == "mean":
         return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
     if fill == "blur":

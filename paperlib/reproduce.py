@@ -1,4 +1,4 @@
-"""``make reproduce``: execute notebooks 01-05 with papermill, full-size parameters, and report.
+"""``make reproduce``: execute notebooks 01-06 with papermill, full-size parameters, and report.
 
 Each notebook runs with its committed defaults overridden by :data:`FULL_RUN` (all images of the
 sample, the documented method defaults) and by what the command line passes through. The executed
@@ -32,7 +32,8 @@ from .paths import REPO_ROOT, figures_dir, results_dir
 from .progress import LOG_ENV
 from .results import atomic_write_text
 
-NOTEBOOKS = ("01_model_selection", "02_gradcam", "03_attention", "04_tables", "05_figures")
+NOTEBOOKS = ("01_model_selection", "02_gradcam", "03_attention", "04_tables", "05_figures",
+             "06_your_model")
 KERNEL = "paperlib"
 
 #: Parameters of the full run, per notebook (the committed notebooks hold a small run).
@@ -40,8 +41,9 @@ FULL_RUN: dict[str, dict] = {
     "01_model_selection": {"n_images": None},
     "02_gradcam": {"n_images": 6},
     "03_attention": {"n_images": 16},
-    "04_tables": {"n_images": None},
+    "04_tables": {"n_images": None, "untrained_seeds": None},
     "05_figures": {"n_images": None},
+    "06_your_model": {"n_images": 8},
 }
 
 
@@ -53,6 +55,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-images", type=int, default=None,
                    help="limit notebooks 01, 04 and 05 to this many images (default: all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default=None,
+                   help="images of notebooks 04 and 05: 'eval' (default; images the trained "
+                        "attention module never saw) or 'all' (e.g. ImageNet's validation set)")
     p.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
     p.add_argument("--refresh-committed", action="store_true",
                    help="developers: re-execute the committed notebooks with their own small "
@@ -116,6 +121,8 @@ def parameters_for(name: str, args: argparse.Namespace) -> dict:
         params["model_name"] = args.model_name
     if args.n_images is not None and name in ("01_model_selection", "04_tables", "05_figures"):
         params["n_images"] = args.n_images
+    if args.split is not None and name in ("04_tables", "05_figures"):
+        params["split"] = args.split
     return params
 
 

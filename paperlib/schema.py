@@ -105,6 +105,8 @@ class RowSchema:
             cols[increase(tag)] = "float64"
         for k in self.fractions:
             cols[agree(k)] = "float64"
+        if not self.curve_steps:            # a run without deletion / insertion curves
+            return cols
         cols[DELETION_AUC] = "float64"
         cols[INSERTION_AUC] = "float64"
         cols.update({deletion(t): "float64" for t in range(self.curve_steps + 1)})

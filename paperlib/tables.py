@@ -14,13 +14,21 @@ import numpy as np
 import pandas as pd
 
 from . import schema
+from .cam import METHODS
 from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .schema import READOUTS
 from .stats import bootstrap_ci, holm, paired_wilcoxon
 
-__all__ = ["READOUTS", "claim_check", "formatted", "table3", "table4", "curves_table",
-           "trend_check", "wilcoxon_table", "write_table"]
+__all__ = ["READOUTS", "claim_check", "curves_table", "formatted", "paper_column",
+           "scale_verdict", "table3", "table4", "table4_scale", "trend_check", "wilcoxon_table",
+           "write_table"]
 
+
+
+def paper_column(method: str) -> str | None:
+    """The paper's column a method stands beside (its registry record), or ``None``."""
+    spec = METHODS.get(method)
+    return spec.paper if spec is not None else None
 
 
 def _cells(values: np.ndarray, name: str, seed: int, scale: float = 1.0) -> dict[str, float]:
@@ -42,7 +50,7 @@ def table3(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.Dat
         row = {"method": m, "n_images": len(sub), "flat_maps": int(sub["flat_map"].sum())}
         row.update(_cells(sub[schema.drop(schema.SOFT)], "avg_drop", seed))
         row.update(_cells(sub[schema.increase(schema.SOFT)], "increase", seed))
-        paper = PAPER_TABLE3.get(m, {})
+        paper = PAPER_TABLE3.get(paper_column(m) or "", {})
         row["paper_avg_drop"] = paper.get("avg_drop")
         row["paper_increase"] = paper.get("increase")
         rows.append(row)
@@ -60,7 +68,7 @@ def table4(frame: pd.DataFrame, methods: Sequence[str], fractions: Sequence[int]
                 col = schema.readout(prefix, k)
                 row.update(_cells(sub[col], col, seed, schema.readout_scale(prefix)))
         for k in fractions:
-            row[f"paper_top{k}"] = PAPER_TABLE4.get(m, {}).get(k)
+            row[f"paper_top{k}"] = PAPER_TABLE4.get(paper_column(m) or "", {}).get(k)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -146,7 +154,7 @@ def trend_check(t4: pd.DataFrame, fractions: Sequence[int], method: str = "gradc
     """
     from scipy.stats import pearsonr, spearmanr
 
-    paper = PAPER_TABLE4.get(method, {})
+    paper = PAPER_TABLE4.get(paper_column(method) or "", {})
     ks = [k for k in fractions if paper.get(k) is not None]
     row = t4[t4["method"] == method]
     if len(ks) < 3 or not len(row):
@@ -162,6 +170,47 @@ def trend_check(t4: pd.DataFrame, fractions: Sequence[int], method: str = "gradc
                     "same_direction_every_step": same,
                     "max_abs_diff": float(np.max(np.abs(ours - p)))})
     return pd.DataFrame(out)
+
+
+def table4_scale(t4: pd.DataFrame, fractions: Sequence[int]) -> pd.DataFrame:
+    """Each read-out's distance in scale to the paper's Table 4, per kit method with a paper
+    column (its registry record): mean absolute difference over k and mean ratio kit / paper.
+
+    Every read-out rises with k, so rank correlation cannot tell them apart; scale can.
+    """
+    rows = []
+    for _, r in t4.iterrows():
+        column = paper_column(r["method"])
+        paper = PAPER_TABLE4.get(column or "")
+        if not paper:
+            continue
+        ks = [k for k in fractions if k in paper]
+        p = np.array([paper[k] for k in ks])
+        for prefix, label in READOUTS.items():
+            ours = np.array([float(r[schema.readout(prefix, k)]) for k in ks])
+            rows.append({"readout": label, "method": r["method"], "paper column": column,
+                         "mean_abs_diff": float(np.mean(np.abs(ours - p))),
+                         "mean_ratio": float(np.mean(ours / p))})
+    return pd.DataFrame(rows)
+
+
+def scale_verdict(scale: pd.DataFrame) -> str:
+    """One sentence, from :func:`table4_scale`: which read-out is closest to the paper's scale."""
+    if not len(scale):
+        return "No method with a paper column was evaluated: Table 4's scale is not compared."
+    by = scale.groupby("readout", sort=False).agg(mad=("mean_abs_diff", "mean"),
+                                                  ratio=("mean_ratio", "median"))
+    best = by["mad"].idxmin()
+    within2 = [r for r, row in by.iterrows() if 0.5 <= row["ratio"] <= 2.0]
+    text = (f"Closest to the paper's Table 4 in scale: {best} (mean |kit - paper| "
+            f"{by.loc[best, 'mad']:.2f} points, median ratio kit/paper "
+            f"{by.loc[best, 'ratio']:.2f}, over {scale['method'].nunique()} methods x 5 k).")
+    if within2:
+        text += f" Within a factor of 2 of the paper's values: {', '.join(within2)}."
+    else:
+        text += (" No read-out comes within a factor of 2 of the paper's values: its read-out "
+                 "remains unidentified.")
+    return text
 
 
 def formatted(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from paperlib.cam import (
     xgradcam_weights,
 )
 from paperlib.hooks import capture_layer
-from paperlib.models import BlackBox
+from paperlib.models import BlackBox, Normalize
 
 CAM_METHODS = ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "smoothgradcampp",
                "scorecam"]
@@ -48,6 +48,9 @@ CAM_METHODS = ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "smoo
 X = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]],
                    [[1.0, 2.0], [1.0, 0.0]],
                    [[0.0, 0.0], [0.0, 0.0]]]])
+# Black boxes take images in [0, 1] (explain rejects anything else), so the input is X / 2 and
+# the black box's normalisation doubles it back: A = X exactly (powers of two), as above.
+X_IN = X / 2
 ROW0 = [1.0, -1.0, 2.0, 0.0, -2.0, 1.0, 1.0, 3.0, 1.0, 1.0, -1.0, 2.0]
 
 
@@ -56,11 +59,12 @@ def tiny_black_box() -> BlackBox:
                                     flatten=nn.Flatten(), fc=nn.Linear(12, 3, bias=False)))
     with torch.no_grad():
         net.fc.weight.copy_(torch.tensor([ROW0, [0.0] * 12, [1.0] * 12]))
-    model = nn.Sequential(OrderedDict(normalize=nn.Identity(), net=net)).eval()
+    model = nn.Sequential(OrderedDict(normalize=Normalize((0.0, 0.0, 0.0), (0.5, 0.5, 0.5)),
+                                      net=net)).eval()
     # parameters keep requires_grad=True here, so a stray backward would fill their .grad
     return BlackBox(name="tiny", model=model, preprocess=lambda im: torch.zeros(3, 2, 2),
                     target_layer=net.features, target_layer_name="net.features", input_size=2,
-                    mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), weights="hand-set")
+                    mean=(0.0, 0.0, 0.0), std=(0.5, 0.5, 0.5), weights="hand-set")
 
 
 # Expected maps for class 0 (maps are ReLU'd, same size as A so not upsampled, then min-max'd).
@@ -97,7 +101,7 @@ EXPECTED_GRADCAM_CLASS2 = [[1.0, 1.0], [0.0, 0.0]]
 @pytest.mark.parametrize("method", sorted(EXPECTED_CLASS0))
 def test_exact_values_on_tiny_net(method):
     bb = tiny_black_box()
-    ex = explain(bb, X, methods=[method], targets=[0])
+    ex = explain(bb, X_IN, methods=[method], targets=[0])
     assert ex[method].shape == (1, 2, 2)
     torch.testing.assert_close(ex[method][0], torch.tensor(EXPECTED_CLASS0[method]),
                                atol=1e-6, rtol=0)
@@ -107,7 +111,7 @@ def test_exact_values_on_tiny_net(method):
 
 
 def test_tiny_net_gradients_and_weights():
-    p = gradient_pass(tiny_black_box(), X, targets=[0])
+    p = gradient_pass(tiny_black_box(), X_IN, targets=[0])
     assert torch.equal(p.A, X)
     assert torch.equal(p.g, torch.tensor(ROW0).view(1, 3, 2, 2))
     # the weight functions themselves, hand-computed above
@@ -120,7 +124,7 @@ def test_tiny_net_gradients_and_weights():
 
 def test_constant_map_is_zero_and_counted_flat():
     bb = tiny_black_box()
-    x2 = torch.cat([X, X])
+    x2 = torch.cat([X_IN, X_IN])
     ex = explain(bb, x2, methods=sorted(EXPECTED_CLASS0), targets=[0, 1])  # class 1: g = 0
     for method, expected in EXPECTED_CLASS0.items():
         assert torch.isfinite(ex[method]).all()
@@ -133,7 +137,7 @@ def test_constant_map_is_zero_and_counted_flat():
 def test_smoothgradcampp_with_zero_sigma_is_gradcampp_exactly():
     bb = tiny_black_box()
     for sigma in (0.0, 0.3):  # the tiny net is linear: g does not depend on the noise at all
-        ex = explain(bb, X, methods=["gradcampp", "smoothgradcampp"], targets=[0],
+        ex = explain(bb, X_IN, methods=["gradcampp", "smoothgradcampp"], targets=[0],
                      smooth_sigma=sigma, smooth_samples=5, chunk_size=2)
         assert torch.equal(ex["smoothgradcampp"], ex["gradcampp"])
         assert torch.equal(ex.low_res["smoothgradcampp"], ex.low_res["gradcampp"])
@@ -154,13 +158,13 @@ def test_scorecam_on_tiny_net():
     w0, w1 = softmax0(-1, 0, 3), softmax0(2, 0, 3.5)
     s = torch.tensor(w0, dtype=torch.float64) * X[0, 0].double() + w1 * X[0, 1].double()
     expected = (s - s.min()) / (s.max() - s.min())
-    ex = explain(bb, X, methods=["scorecam"], targets=[0], chunk_size=2)
+    ex = explain(bb, X_IN, methods=["scorecam"], targets=[0], chunk_size=2)
     torch.testing.assert_close(ex["scorecam"][0].double(), expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(ex.low_res["scorecam"][0].double(), s, atol=1e-6, rtol=0)
     assert ex.forwards["scorecam"] == 3
 
     # budget of one channel: only A1 (largest mean, 1 > 0.5) is scored -> map = minmax(A1)
-    ex1 = explain(bb, X, methods=["scorecam"], targets=[0], scorecam_channels=1)
+    ex1 = explain(bb, X_IN, methods=["scorecam"], targets=[0], scorecam_channels=1)
     torch.testing.assert_close(ex1["scorecam"][0], torch.tensor([[0.5, 1.0], [0.5, 0.0]]))
     torch.testing.assert_close(ex1.low_res["scorecam"][0], w1 * X[0, 1], atol=1e-6, rtol=0)
     assert ex1.forwards["scorecam"] == 1
@@ -171,10 +175,10 @@ def test_scorecam_on_tiny_net():
 
 def test_targets_given_or_predicted_on_tiny_net():
     bb = tiny_black_box()
-    pred = explain(bb, X, methods=["gradcam"])
+    pred = explain(bb, X_IN, methods=["gradcam"])
     assert pred.targets.tolist() == [2]
     torch.testing.assert_close(pred["gradcam"][0], torch.tensor(EXPECTED_GRADCAM_CLASS2))
-    given = explain(bb, X, methods=["gradcam"], targets=torch.tensor([0]))
+    given = explain(bb, X_IN, methods=["gradcam"], targets=torch.tensor([0]))
     assert given.targets.tolist() == [0]
     torch.testing.assert_close(given["gradcam"][0], torch.tensor(EXPECTED_CLASS0["gradcam"]))
 
@@ -182,7 +186,7 @@ def test_targets_given_or_predicted_on_tiny_net():
 def test_bad_targets_raise():
     bb = tiny_black_box()
     before = _train_with_one_eval(bb)
-    x2 = torch.cat([X, X])
+    x2 = torch.cat([X_IN, X_IN])
     with pytest.raises(ValueError, match="got 1 targets for a batch of 2"):
         explain(bb, x2, targets=[0])            # peers silently truncate
     with pytest.raises(ValueError, match="got 3 targets for a batch of 2"):
@@ -194,7 +198,7 @@ def test_bad_targets_raise():
     with pytest.raises(ValueError, match="unknown method"):
         explain(bb, x2, methods=["gradcam", "nocam"])
     with pytest.raises(ValueError, match="images must be a"):
-        explain(bb, X[0])
+        explain(bb, X_IN[0])
     assert not bb.target_layer._forward_hooks  # errors inside the hooked pass leave no hook
     assert _flags(bb.model) == before
 
@@ -229,7 +233,7 @@ def test_explain_restores_flags_and_leaves_no_hooks_or_grads():
     bb = tiny_black_box()
     before = _train_with_one_eval(bb)
     assert before["net.drop"] and not before["net.flatten"]
-    ex = explain(bb, X, methods=CAM_METHODS, targets=[0], smooth_samples=3)
+    ex = explain(bb, X_IN, methods=CAM_METHODS, targets=[0], smooth_samples=3)
     # computed in eval mode (Dropout off) although the model was in train mode
     for method, expected in EXPECTED_CLASS0.items():
         torch.testing.assert_close(ex[method][0], torch.tensor(expected), atol=1e-6, rtol=0)
@@ -249,7 +253,7 @@ def test_capture_layer_cleans_up_after_an_exception():
         with capture_layer(bb.model, bb.target_layer) as cap:
             assert not any(m.training for m in bb.model.modules())  # eval inside
             assert len(bb.target_layer._forward_hooks) == 1
-            bb.model(X)
+            bb.model(X_IN)
             assert torch.equal(cap.activations, X)
             raise RuntimeError("boom")
     assert not bb.target_layer._forward_hooks
@@ -286,7 +290,7 @@ def test_no_memory_growth_over_many_calls():
     bb = tiny_black_box()
 
     def run():
-        ex = explain(bb, X, methods=CAM_METHODS, targets=[0], smooth_samples=3)
+        ex = explain(bb, X_IN, methods=CAM_METHODS, targets=[0], smooth_samples=3)
         return float(ex["gradcam"].sum())
 
     for _ in range(5):  # warm-up: caches, lazy imports
@@ -373,7 +377,8 @@ def test_lite0_smoothgradcampp_at_bn2_is_gradcampp(lite0, lite0_batch, lite0_map
     (torchcam's SmoothGradCAMpp, which also keeps the clean activations, behaves the same.)"""
     images = lite0_batch.images[:2]
     p0 = gradient_pass(lite0, images[:1])
-    p1 = gradient_pass(lite0, images[:1] + 0.1 * torch.rand_like(images[:1]), targets=p0.targets)
+    noisy = (images[:1] + 0.1 * torch.rand_like(images[:1])).clamp(0, 1)  # images are in [0, 1]
+    p1 = gradient_pass(lite0, noisy, targets=p0.targets)
     assert torch.equal(p0.g, p1.g)  # input-independent gradient at this layer
     a = explain(lite0, images, methods=["smoothgradcampp", "gradcampp"], seed=0,
                 smooth_samples=SMOOTH_N)

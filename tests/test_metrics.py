@@ -138,4 +138,7 @@ def test_metric_config_rejects_bad_values():
     with pytest.raises(ValueError, match="percentages"):
         metrics.MetricConfig(fractions=(0, 10))
     with pytest.raises(ValueError, match="curve_steps"):
-        metrics.MetricConfig(curve_steps=0)
+        metrics.MetricConfig(curve_steps=-1)
+    # 0: a cheap configuration without deletion / insertion curves (and without their columns)
+    cols = metrics.MetricConfig(curve_steps=0).row_schema.columns()
+    assert "deletion_auc" not in cols and "del_0" not in cols and "O_top50" in cols

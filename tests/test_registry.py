@@ -117,7 +117,7 @@ def test_settings_compose_and_defaults_live_in_one_place():
                    "target": "predicted",
                    "explain": {"seed": 0, "scorecam": {"scorecam_channels": 64}},
                    "metrics": {"fill": "black", "fractions": [5, 10, 20, 25, 50],
-                               "curve_steps": 16}}
+                               "curve_steps": 16, "precision": "fp32", "compile": False}}
     chunky = EvalSettings.from_parameters(dict(methods=["gradcam", "scorecam"], chunk_size=3,
                                                batch_size=1))
     assert chunky.key() == key

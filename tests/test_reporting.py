@@ -4,6 +4,7 @@ import math
 
 import nbformat
 import pandas as pd
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from paperlib import model_selection, sanity
@@ -140,7 +141,8 @@ def test_table2_exact_accuracies_and_unavailable_row():
     assert list(t2.columns) == ["model", "n_images", "available",
                                 "top1_acc", "top1_acc_lo", "top1_acc_hi",
                                 "top5_acc", "top5_acc_lo", "top5_acc_hi",
-                                "top5_err", "top5_err_lo", "top5_err_hi", "note"]
+                                "top5_err", "top5_err_lo", "top5_err_hi",
+                                "paper_mean_accuracy", "paper_top5_err", "note"]
     assert t2["model"].tolist() == ["lite_a", "lite_b", "resnet50"]
     assert t2["n_images"].tolist() == [4, 4, 0]
     assert t2["available"].tolist() == [True, True, False]
@@ -158,6 +160,11 @@ def test_table2_exact_accuracies_and_unavailable_row():
     assert t.loc["resnet50", "note"] == ("pretrained ImageNet weights not found and downloads "
                                          "are off")
     assert all(math.isnan(t.loc["resnet50", c]) for c in ("top1_acc", "top5_acc", "top5_err"))
+    # the paper's Table 2 beside the model it has (resnet50), nothing beside the others
+    assert t.loc["resnet50", "paper_mean_accuracy"] == pytest.approx(94.96)
+    assert t.loc["resnet50", "paper_top5_err"] == 5.38
+    paper_cols = t[["paper_mean_accuracy", "paper_top5_err"]]
+    assert paper_cols.loc[["lite_a", "lite_b"]].isna().all().all()
     assert t["note"].iloc[:2].isna().all()
 
 

@@ -179,21 +179,21 @@ def test_trend_check_exact_values():
     # O: monotone increasing like the paper -> Spearman 1, same direction every step.
     assert o["spearman"] == pytest.approx(1.0)
     assert bool(o["same_direction_every_step"]) is True
-    # |ours - paper| = 0.72, 1.6, 1.55, 2.63, 4.0 -> 4.0
-    assert o["max_abs_diff"] == pytest.approx(4.0, abs=1e-12)
+    # |ours - paper| is largest at k = 50: 5 - paper[50]
+    assert o["max_abs_diff"] == pytest.approx(abs(5.0 - paper[-1]), abs=1e-12)
     assert o["pearson"] == pytest.approx(float(np.corrcoef(T4_VALUES["O_top"], paper)[0, 1]))
     # constant read-out: no ranking -> NaN correlations; zero steps never go against the paper
     assert math.isnan(drop["spearman"]) and math.isnan(drop["pearson"])
     assert bool(drop["same_direction_every_step"]) is True
-    assert drop["max_abs_diff"] == pytest.approx(7.0 - 0.28, abs=1e-12)
+    assert drop["max_abs_diff"] == pytest.approx(7.0 - paper[0], abs=1e-12)
     # decreasing: Spearman -1, every step against the paper
     assert inc["spearman"] == pytest.approx(-1.0)
     assert bool(inc["same_direction_every_step"]) is False
-    assert inc["max_abs_diff"] == pytest.approx(50.0 - 0.28, abs=1e-12)
+    assert inc["max_abs_diff"] == pytest.approx(50.0 - paper[0], abs=1e-12)
     # ranks 1, 3, 2, 4, 5 vs 1..5: sum d^2 = 2 -> rho = 1 - 6 * 2 / (5 * 24) = 0.9
     assert agree["spearman"] == pytest.approx(0.9)
     assert bool(agree["same_direction_every_step"]) is False
-    assert agree["max_abs_diff"] == pytest.approx(40.0 - 9.0, abs=1e-12)
+    assert agree["max_abs_diff"] == pytest.approx(40.0 - paper[-1], abs=1e-12)
 
 
 def test_trend_check_uses_only_the_requested_ks():
@@ -254,7 +254,9 @@ def test_table3_exact_cells():
     assert (a["avg_drop_lo"], a["avg_drop_hi"]) == (0.0, 100.0)
     # constant values: zero-width interval
     assert (a["increase_lo"], a["increase_hi"]) == (100.0, 100.0)
-    assert t3["paper_avg_drop"].isna().all() and t3["paper_increase"].isna().all()
+    # the paper's cells stand beside a method with a paper column (gradcam), none beside others
+    assert t3["paper_avg_drop"].tolist()[0] == 45.27 and t3["paper_increase"].tolist()[0] == 23.06
+    assert t3["paper_avg_drop"].isna().tolist()[1:] == [True] * (len(t3) - 1)
 
 
 def test_table4_scales_O_and_quotes_the_paper():

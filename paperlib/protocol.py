@@ -1,0 +1,183 @@
+"""Readings of the paper's protocol: how the verdict moves with the choices the paper leaves open.
+
+Two cheap studies (no deletion / insertion curves: ``curve_steps=0``; soft map and the top-20%
+read-out only), each a set of ordinary evaluation runs, cached and resumable like Table 3's:
+
+* **protocol sensitivity** (:func:`run_protocol`): fill in {black, normalised, mean, blur} x
+  target in {predicted, label}, on the paper's baselines and every reading of its method. The
+  explanations of a batch are computed once per target and reused for every fill (they do not
+  depend on it); :func:`protocol_table` gives Table 3 and the top-20% Average Drop with the claim
+  check per protocol, and :func:`protocol_verdicts` says whether any verdict changes.
+* **untrained module, many seeds** (:func:`run_seed_sweep`): ``attention-untrained`` for S seeds
+  and each initialisation against Grad-CAM; :func:`seed_sweep_table` reports mean, min and max
+  over seeds and for how many seeds the module is significantly better / worse / not different.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import schema
+from .attention import UNTRAINED_INITS
+from .cam import ExplainOptions, Explanations, explain
+from .data import ImageDataset
+from .evaluation import EvalSettings, run_evaluation
+from .masking import FILLS
+from .metrics import MetricConfig
+from .models import BlackBox
+from .stats import holm, paired_wilcoxon
+from .tables import CLAIMS, claim_check, wilcoxon_table
+
+__all__ = ["PROTOCOL_FRACTION", "TARGET_MODES", "UNTRAINED_SEEDS", "protocol_table",
+           "protocol_verdicts", "run_protocol", "run_seed_sweep", "seed_sweep_table"]
+
+TARGET_MODES = ("predicted", "label")
+#: Seeds of the untrained module in :func:`run_seed_sweep` (0 .. S-1).
+UNTRAINED_SEEDS = 10
+#: The top-k% read-out of the cheap studies (the regime the paper highlights).
+PROTOCOL_FRACTION = 20
+
+
+class _MemoExplainer:
+    """``explain`` with the batch's explanations kept for the next run over the same images."""
+
+    def __init__(self) -> None:
+        self.memo: dict[tuple[Any, ...], Explanations] = {}
+        self.hits = 0
+
+    def __call__(self, black_box: BlackBox, images: torch.Tensor, methods: Sequence[str],
+                 targets: Any = None, options: ExplainOptions | None = None,
+                 files: Sequence[str] = ()) -> Explanations:
+        key = (tuple(files), tuple(methods), targets is None)
+        if files and key in self.memo:
+            self.hits += 1
+            return self.memo[key]
+        ex = explain(black_box, images, methods, targets=targets, options=options)
+        if files:
+            self.memo[key] = ex
+        return ex
+
+
+def run_protocol(black_box: BlackBox, dataset: ImageDataset, base: EvalSettings,
+                 fills: Sequence[str] = FILLS, targets: Sequence[str] = TARGET_MODES,
+                 results_root: str | Path | None = None, progress: bool = True
+                 ) -> pd.DataFrame:
+    """Rows of every (fill, target) run of ``base``'s methods, with ``fill`` and ``target_mode``
+    columns; soft map and top-20% only."""
+    frames = []
+    for target in targets:
+        memo = _MemoExplainer()  # explanations depend on the target, never on the fill
+        for fill in fills:
+            settings = EvalSettings(methods=base.methods, split=base.split,
+                                    n_images=base.n_images, target=target, explain=base.explain,
+                                    metrics=MetricConfig(fill=fill,
+                                                         fractions=(PROTOCOL_FRACTION,),
+                                                         curve_steps=0),
+                                    batch_size=base.batch_size)
+            run = run_evaluation(black_box, dataset, settings, results_root, progress=progress,
+                                 name="protocol", explainer=memo)
+            frames.append(run.frame.assign(fill=fill, target_mode=target))
+    return pd.concat(frames, ignore_index=True)
+
+
+def protocol_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequence[str],
+                   alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per protocol: each method's Average Drop, % Increase and top-20% Average Drop (means), and
+    the claim check of every variant against every baseline (Holm within the protocol)."""
+    drop_top = schema.drop(schema.top(PROTOCOL_FRACTION))
+    columns = [schema.drop(schema.SOFT), schema.increase(schema.SOFT), drop_top]
+    means, verdicts = [], []
+    for (target, fill), sub in frame.groupby(["target_mode", "fill"], sort=False):
+        for m, rows in sub.groupby("method", sort=False):
+            means.append({"target": target, "fill": fill, "method": m, "n_images": len(rows),
+                          "avg_drop": rows[columns[0]].mean(), "increase": rows[columns[1]].mean(),
+                          f"avg_drop_top{PROTOCOL_FRACTION}": rows[drop_top].mean()})
+        wt = wilcoxon_table(sub, baselines, variants, columns=[c for c in columns if c in CLAIMS])
+        if len(wt):
+            verdicts.append(claim_check(wt, alpha).assign(target=target, fill=fill))
+    verdict_frame = pd.concat(verdicts, ignore_index=True) if verdicts else pd.DataFrame()
+    return pd.DataFrame(means), verdict_frame
+
+
+def protocol_verdicts(verdicts: pd.DataFrame, reference: tuple[str, str] = ("predicted", "black")
+                      ) -> pd.DataFrame:
+    """One row per variant x baseline x metric: the verdict under the kit's protocol
+    (``reference`` = (target, fill)), the verdicts under every protocol, and whether it changes."""
+    rows = []
+    for (v, b, metric), sub in verdicts.groupby(["variant", "baseline", "metric"], sort=False):
+        by = {f"{t}/{f}": verdict for t, f, verdict in
+              zip(sub["target"], sub["fill"], sub["verdict"])}
+        ref = by.get(f"{reference[0]}/{reference[1]}")
+        rows.append({"variant": v, "baseline": b, "metric": metric, "kit protocol": ref, **by,
+                     "changes": len(set(by.values())) > 1})
+    return pd.DataFrame(rows)
+
+
+def run_seed_sweep(black_box: BlackBox, dataset: ImageDataset, base: EvalSettings,
+                   seeds: int | Sequence[int] | None = None,
+                   inits: Sequence[str] = UNTRAINED_INITS,
+                   results_root: str | Path | None = None, progress: bool = True,
+                   on_run: Callable[[str, int], None] | None = None) -> pd.DataFrame:
+    """Rows of Grad-CAM and ``attention-untrained`` for every (init, seed), soft map and top-20%
+    only, with ``untrained_init`` and ``untrained_seed`` columns. ``seeds``: a count S (seeds
+    0 .. S-1), a list, or ``None`` for :data:`UNTRAINED_SEEDS`."""
+    if seeds is None:
+        seeds = UNTRAINED_SEEDS
+    if isinstance(seeds, int):
+        seeds = range(seeds)
+    frames = []
+    for init in inits:
+        for seed in seeds:
+            if on_run is not None:
+                on_run(init, seed)
+            settings = EvalSettings(methods=("gradcam", "attention-untrained"), split=base.split,
+                                    n_images=base.n_images, target=base.target,
+                                    explain=ExplainOptions.build(base.explain, untrained_init=init,
+                                                                 untrained_seed=seed),
+                                    metrics=MetricConfig(fill=base.metrics.fill,
+                                                         fractions=(PROTOCOL_FRACTION,),
+                                                         curve_steps=0),
+                                    batch_size=base.batch_size)
+            run = run_evaluation(black_box, dataset, settings, results_root, progress=progress,
+                                 name="untrained")
+            frames.append(run.frame.assign(untrained_init=init, untrained_seed=seed))
+    return pd.concat(frames, ignore_index=True)
+
+
+def seed_sweep_table(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per initialisation and metric: the untrained module's mean / min / max over seeds, Grad-CAM's
+    value, and the number of seeds significantly better / worse / not different from Grad-CAM
+    (paired Wilcoxon per seed, Holm-adjusted over the seeds)."""
+    metrics = {schema.drop(schema.SOFT): ("Average Drop", -1),
+               schema.increase(schema.SOFT): ("% Increase", +1),
+               schema.drop(schema.top(PROTOCOL_FRACTION)): (
+                   f"Average Drop, top {PROTOCOL_FRACTION}% kept", -1)}
+    rows = []
+    for init, sub in frame.groupby("untrained_init", sort=False):
+        for col, (label, sign) in metrics.items():
+            values, diffs, pvals = [], [], []
+            reference = None
+            for _, one in sub.groupby("untrained_seed"):
+                g = one[one["method"] == "gradcam"].sort_values("file")
+                u = one[one["method"] == "attention-untrained"].sort_values("file")
+                if list(g["file"]) != list(u["file"]):
+                    raise ValueError("Grad-CAM and attention-untrained rows cover other images")
+                values.append(u[col].mean())
+                reference = g[col].mean()
+                d = u[col].to_numpy() - g[col].to_numpy()
+                diffs.append(d.mean())
+                pvals.append(paired_wilcoxon(u[col].to_numpy(), g[col].to_numpy())[1])
+            adjusted = holm(pvals)
+            better = sum(1 for d, p in zip(diffs, adjusted) if p < alpha and d * sign > 0)
+            worse = sum(1 for d, p in zip(diffs, adjusted) if p < alpha and d * sign < 0)
+            rows.append({"init": init, "metric": label, "seeds": len(values),
+                         "gradcam": reference, "mean": float(pd.Series(values).mean()),
+                         "min": float(min(values)), "max": float(max(values)),
+                         "better": better, "worse": worse,
+                         "no significant difference": len(values) - better - worse})
+    return pd.DataFrame(rows)
