@@ -48,7 +48,7 @@ MODES = [precision.Mode("fp32"), precision.Mode("bf16"), precision.Mode("fp32", 
          precision.Mode("bf16", True)]
 CUDA_MODES = [precision.Mode("tf32"), precision.Mode("fp16"), precision.Mode("tf32", True),
               precision.Mode("fp16", True)]
-FORWARDS, EVALUATE = "forwards", "evaluate"
+FORWARDS, EVALUATE, PARTIAL = "forwards", "evaluate", "forwards-partial"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -60,22 +60,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="images of the evaluate_batch row (default 16, the evaluation's)")
     ap.add_argument("--methods", nargs="*", default=["gradcam", "attention-fixed"],
                     help="maps scored by the evaluate_batch row")
-    ap.add_argument("--copies", type=int, default=4 * CHUNK_SIZE + 4,
-                    help="masked copies of the forwards row (default 4 chunks + 4: the last "
-                         "chunk is partial, as evaluate_batch's may be)")
+    ap.add_argument("--copies", type=int, default=4 * CHUNK_SIZE,
+                    help="masked copies of the forwards rows (default 4 full chunks, as most of "
+                         "evaluate_batch's chunks are)")
+    ap.add_argument("--partial", type=int, default=4,
+                    help="the padding diagnostic: fp32 eager and compiled forwards of "
+                         "copies + PARTIAL masked copies, the last chunk padded to the chunk "
+                         "size when compiled (0: no such rows)")
     ap.add_argument("--curve-steps", type=int, default=metrics.MetricConfig().curve_steps)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch.set_num_threads (default: the CPUs this process may use)")
     ap.add_argument("--dynamic", action="store_true",
-                    help="also time compiled fp32 forwards with dynamic=True (no padding); "
-                         "compiling it takes many minutes on a CPU")
+                    help="also time compiled fp32 forwards with a symbolic batch size (no "
+                         "padding) in the padding diagnostic; compiling it takes minutes on a CPU")
     ap.add_argument("--malloc", default="keep", choices=["keep", "system"])
     ap.add_argument("--out", type=Path, default=harness.REPO / "benchmarks")
     ap.add_argument("--model", default="efficientnet_lite0", choices=paperlib.MODEL_NAMES)
     args = ap.parse_args(argv)
-    if args.batch_size < 1 or args.repeats < 1 or args.copies < 1:
-        ap.error("--batch-size, --copies and --repeats must be >= 1")
+    if args.batch_size < 1 or args.repeats < 1 or args.copies < 1 or args.partial < 0:
+        ap.error("--batch-size, --copies and --repeats must be >= 1, --partial >= 0")
     return args
 
 
@@ -106,29 +110,28 @@ def masked_copies(bb: paperlib.BlackBox, x: torch.Tensor, maps: torch.Tensor,
 
 def build(bb: paperlib.BlackBox, x: torch.Tensor, args: argparse.Namespace,
           device: torch.device, outputs: dict[str, Any]) -> list[harness.Config]:
-    """The rows: per mode the forwards and the evaluate_batch calls; ``outputs`` gets each
-    call's last result (to compare the numbers with fp32 eager)."""
+    """The rows: per mode the forwards and the evaluate_batch calls (and the padding diagnostic
+    and the dynamic-shape row when asked); ``outputs`` gets each call's last result (to compare
+    the numbers with fp32 eager)."""
     ex = paperlib.explain(bb, x, args.methods)
     targets = ex.targets
-    copies = masked_copies(bb, x, ex.maps[args.methods[0]], args.copies)
-    copy_targets = targets[torch.arange(args.copies, device=device) % x.shape[0]]
+    n_all = args.copies + args.partial
+    copies = masked_copies(bb, x, ex.maps[args.methods[0]], n_all)
+    copy_targets = targets[torch.arange(n_all, device=device) % x.shape[0]]
     B = x.shape[0]
     rows: list[harness.Config] = []
-    modes = [(m, False) for m in modes_for(device)]
-    if args.dynamic:
-        modes.append((precision.Mode("fp32", True), True))
 
-    for mode, dynamic in modes:
+    def forwards_row(kind: str, label: str, mode: precision.Mode, n: int,
+                     dynamic: bool = False) -> harness.Config:
+        cfg = metrics.MetricConfig(precision=mode.precision, compile=mode.compile)
         name = mode.name + (" dynamic=True" if dynamic else "")
-        cfg = metrics.MetricConfig(precision=mode.precision, compile=mode.compile,
-                                   curve_steps=args.curve_steps)
+        key = f"{kind}:{name}"
 
-        def forwards(cfg: metrics.MetricConfig = cfg, dynamic: bool = dynamic,
-                     key: str = f"{FORWARDS}:{name}") -> torch.Tensor:
+        def forwards() -> torch.Tensor:
             probs = []
             with torch.no_grad():
-                for s in range(0, args.copies, cfg.chunk_size):
-                    sl = slice(s, s + cfg.chunk_size)
+                for s in range(0, n, cfg.chunk_size):
+                    sl = slice(s, min(s + cfg.chunk_size, n))
                     if dynamic:
                         p = precision.fast_probabilities(bb.model, copies[sl], cfg.precision,
                                                          True, cfg.chunk_size, dynamic=True)
@@ -139,22 +142,31 @@ def build(bb: paperlib.BlackBox, x: torch.Tensor, args: argparse.Namespace,
             outputs[key] = out = torch.cat(probs)
             return out
 
-        rows.append(harness.Config(f"{FORWARDS}:{name}", f"metric forwards, {name}", FORWARDS,
-                                   forwards, args.copies, args.repeats, 1.0,
-                                   reference=f"{FORWARDS}:fp32", ref_label="fp32 eager"))
-        if dynamic:
-            continue
+        return harness.Config(key, f"{label}, {name}", kind, forwards, n, args.repeats, 1.0,
+                              reference=f"{kind}:fp32", ref_label="fp32 eager")
+
+    for mode in modes_for(device):
+        cfg = metrics.MetricConfig(precision=mode.precision, compile=mode.compile,
+                                   curve_steps=args.curve_steps)
+        rows.append(forwards_row(FORWARDS, "metric forwards", mode, args.copies))
 
         def evaluate(cfg: metrics.MetricConfig = cfg,
-                     key: str = f"{EVALUATE}:{name}") -> metrics.BatchScores:
+                     key: str = f"{EVALUATE}:{mode.name}") -> metrics.BatchScores:
             outputs[key] = out = metrics.evaluate_batch(bb, x, ex.maps, targets, cfg,
                                                         clean_logits=ex.logits)
             return out
 
         per_image = len(args.methods) * (1 + len(cfg.fractions) + 2 * max(cfg.curve_steps - 1, 0))
-        rows.append(harness.Config(f"{EVALUATE}:{name}", f"evaluate_batch, {name}", EVALUATE,
-                                   evaluate, B, args.repeats, per_image + 2.0,
+        rows.append(harness.Config(f"{EVALUATE}:{mode.name}", f"evaluate_batch, {mode.name}",
+                                   EVALUATE, evaluate, B, args.repeats, per_image + 2.0,
                                    reference=f"{EVALUATE}:fp32", ref_label="fp32 eager"))
+    if args.partial:  # the padding's cost: a last chunk of `partial` copies padded to chunk_size
+        label = f"metric forwards, {n_all} copies (last chunk {args.partial})"
+        rows.append(forwards_row(PARTIAL, label, precision.Mode("fp32"), n_all))
+        rows.append(forwards_row(PARTIAL, label, precision.Mode("fp32", True), n_all))
+        if args.dynamic:
+            rows.append(forwards_row(PARTIAL, label, precision.Mode("fp32", True), n_all,
+                                     dynamic=True))
     return rows
 
 
@@ -198,7 +210,8 @@ def report_md(facts: dict[str, Any], rows: list[dict[str, Any]], args: argparse.
              f"load average {facts['load_average_at_start']} at start, "
              f"{facts['load_average_at_end']} at end; malloc {facts['malloc']}.", "",
              f"**metric forwards**: `paperlib.metrics.score_inputs` over {args.copies} masked "
-             f"copies in chunks of {CHUNK_SIZE} (ms per masked copy). **evaluate_batch**: the "
+             f"copies in chunks of {CHUNK_SIZE} (ms per masked copy; the padding diagnostic: "
+             f"{args.copies + args.partial} copies). **evaluate_batch**: the "
              f"whole metric evaluation of {facts['batch_size']} images with the maps of "
              f"{', '.join(args.methods)}, curve steps {args.curve_steps} (ms per image). "
              f"Medians over {args.repeats} interleaved repetitions after one warm-up call "
@@ -253,7 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
              "The clean forward (Y) and the explanations are fp32 in every mode; only the "
              "masked copies' forwards change.",
              "Compiled modes pad the last chunk of masked copies to the chunk size, so one "
-             "graph serves every call; `--dynamic` times the dynamic-shape alternative."]
+             "graph serves every call. The `forwards-partial` rows show what that costs when "
+             f"the last chunk holds {args.partial} copies (evaluate_batch's chunks are nearly "
+             "all full: 36 copies per image and method, so only the curve ends and a batch "
+             "whose copies are no multiple of the chunk size pad); `--dynamic` adds the "
+             "symbolic-batch graph there.",
+             "`first call s` depends on inductor's on-disk cache (`TORCHINDUCTOR_CACHE_DIR`, "
+             "default under /tmp): with a cold cache, compiling Lite0 took ~25 s (fp32) and "
+             "~60 s (bf16) here; with a warm one, seconds."]
     if device.type == "cpu":
         notes.append("tf32 and fp16 are CUDA-only (an error on a CPU): not timed here; the rows "
                      "exist on CUDA (`--device cuda`).")
@@ -261,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tag = device.type
     json_path, md_path = args.out / f"precision_{tag}.json", args.out / f"PRECISION_{tag}.md"
     settings = {"batch_size": x.shape[0], "methods": args.methods, "copies": args.copies,
+                "partial": args.partial,
                 "curve_steps": args.curve_steps, "repeats": args.repeats,
                 "chunk_size": CHUNK_SIZE, "dynamic": args.dynamic, "malloc": args.malloc,
                 "modes": [r["label"] for r in result]}

@@ -81,9 +81,12 @@ class EvalRun:
     def where(self) -> str:
         """The tables' caption: black box, images, protocol."""
         n = self.frame["file"].nunique()
+        m = self.settings.metrics
+        fast = ("" if m.exact else
+                f", metric forwards {m.precision}{'+compile' if m.compile else ''}")
         return (f"{self.black_box.name}, {n} images of split {self.settings.split} "
                 f"({split_description(self.settings.split)}), "
-                f"fill={self.settings.metrics.fill}, target={self.settings.target}")
+                f"fill={m.fill}, target={self.settings.target}{fast}")
 
 
 def open_evaluation(params: Mapping[str, Any]) -> EvalRun:

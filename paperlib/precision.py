@@ -66,6 +66,11 @@ __all__ = ["CUDA_ONLY", "PRECISIONS", "Measurement", "Mode", "ModeRun", "Precisi
 PRECISIONS = ("fp32", "bf16", "tf32", "fp16")
 #: Valid only on a CUDA device.
 CUDA_ONLY = ("tf32", "fp16")
+#: A fast mode is *safe* when no claim-check verdict changes and every method's Average Drop
+#: moves by less than this fraction of its fp32 95% interval's width (issue 13's rule).
+SAFE_WIDTH_FRACTION = 0.1
+#: The speed-up of the full evaluation that the fastest safe mode should reach, per device type.
+SPEEDUP_GOAL = {"cpu": 1.5, "cuda": 3.0}
 
 
 def check_precision(precision: str, device: torch.device | str | None = None) -> str:
@@ -569,7 +574,7 @@ def summary(measurement: Measurement, comparisons: Sequence[PrecisionComparison]
             "max_delta_over_width_at": f"{worst['method']} {worst['column']}",
             "verdicts": n_verdicts, "verdicts_changed": c.verdicts_changed,
             "safe": bool(c.verdicts_changed == 0
-                         and float(ad["delta_over_width"].max()) < 0.1)})
+                         and float(ad["delta_over_width"].max()) < SAFE_WIDTH_FRACTION)})
     return pd.DataFrame(rows)
 
 
@@ -579,7 +584,8 @@ def _md(frame: pd.DataFrame, digits: int = 3) -> str:
 
 def write_report(measurement: Measurement, comparisons: Sequence[PrecisionComparison],
                  out: str | Path, facts: Mapping[str, Any] | None = None) -> list[Path]:
-    """``<out>/precision.csv`` (every compared column of every method, per mode) and
+    """``<out>/precision.csv`` (every compared column of every method, per mode),
+    ``<out>/precision_summary.csv`` (one row per mode: speed-ups, largest effects, ``safe``) and
     ``<out>/precision.md`` (how it was run, speed, safety per mode, the changes per method)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -588,6 +594,9 @@ def write_report(measurement: Measurement, comparisons: Sequence[PrecisionCompar
     columns.to_csv(csv, index=False)
     s = measurement.settings
     summ = summary(measurement, comparisons)
+    summary_csv = out / "precision_summary.csv"
+    summ.assign(threads=s["threads"], device=s["device"], model=s["model"],
+                split=s["split"]).to_csv(summary_csv, index=False)
     safe = summ[summ["safe"]].sort_values("evaluation_speedup", ascending=False)
     lines = [
         "# Fast metric forwards: speed and effect on the numbers",
@@ -649,6 +658,25 @@ def write_report(measurement: Measurement, comparisons: Sequence[PrecisionCompar
     else:
         lines += ["**No fast mode is safe** by the rule above.", ""]
     for c in comparisons:
+        if c.mode in set(safe["mode"]):
+            continue
+        ad = c.columns[c.columns["column"] == schema.drop(schema.SOFT)]
+        over = ad[ad["delta_over_width"] >= SAFE_WIDTH_FRACTION]
+        row = summ.set_index("mode").loc[c.mode]
+        why = []
+        if len(over):
+            why.append(f"Average Drop moved by >= {SAFE_WIDTH_FRACTION:g} of its interval width "
+                       "for "
+                       + ", ".join(f"{r.method} ({r.delta:+.3f} points, "
+                                   f"{r.delta_over_width:.3f} of {r.fp32_ci_width:.2f})"
+                                   for r in over.itertuples())
+                       + f"; {len(ad) - len(over)} of {len(ad)} methods stay below "
+                       f"{SAFE_WIDTH_FRACTION:g}")
+        if c.verdicts_changed:
+            why.append(f"{c.verdicts_changed} of {len(c.verdicts)} claim-check verdicts changed")
+        lines += [f"`{c.mode}` is not safe (full evaluation {row['evaluation_speedup']:.2f}x, "
+                  f"metric forwards {row['metric_speedup']:.2f}x): " + "; ".join(why) + ".", ""]
+    for c in comparisons:
         t = c.columns
         per = []
         for m, sub in t.groupby("method", sort=False):
@@ -662,6 +690,7 @@ def write_report(measurement: Measurement, comparisons: Sequence[PrecisionCompar
                                           f"{r.loc[o, 'abs_max'].max() / 100:.2e}"),
                    "AD fp32": r.loc["drop_soft", "fp32"], "dAD": r.loc["drop_soft", "delta"],
                    "AD width": r.loc["drop_soft", "fp32_ci_width"],
+                   "dAD/width": r.loc["drop_soft", "delta_over_width"],
                    "d%Inc": r.loc["increase_soft", "delta"],
                    "%Inc width": r.loc["increase_soft", "fp32_ci_width"]}
             if schema.DELETION_AUC in r.index:
@@ -691,7 +720,7 @@ def write_report(measurement: Measurement, comparisons: Sequence[PrecisionCompar
               "in both runs; `fp32_ci_width`: the width of the fp32 cell's 95% bootstrap "
               "interval (`paperlib.tables`, seed 0); `delta_over_width` = |delta| / width.", ""]
     md.write_text("\n".join(lines))
-    return [csv, md]
+    return [csv, summary_csv, md]
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -790,4 +819,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # run the imported module's main, so that what --save pickles names paperlib.precision's
+    # classes (not __main__'s) and --from-saved can load it from anywhere
+    from paperlib.precision import main as _main
+
+    raise SystemExit(_main())

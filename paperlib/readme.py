@@ -24,6 +24,7 @@ import pandas as pd
 
 from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .paths import REPO_ROOT, results_dir
+from .precision import SAFE_WIDTH_FRACTION, SPEEDUP_GOAL
 from .stats import bootstrap_ci
 from .tables import CLAIMS, READOUTS, claim_check, formatted
 
@@ -487,6 +488,40 @@ def _scale_cost(path: Path) -> str | None:
             "[`benchmarks/SCALE_cpu.md`](benchmarks/SCALE_cpu.md).")
 
 
+def _precision(results: Path) -> str | None:
+    """One paragraph on the opt-in fast forwards (``python -m paperlib.precision``'s summary):
+    the fastest safe mode, its speed-up against the CPU goal, and why the others are not safe."""
+    summ = _csv(results / "precision_summary.csv")
+    if summ is None or summ.empty:
+        return None
+    first = summ.iloc[0]
+    where = (f"{first['device']}, {int(first['threads'])} thread"
+             f"{'s' if int(first['threads']) != 1 else ''}")
+    text = (f"Opt-in fast metric forwards (`ARGS=\"--precision bf16 --compile\"`; default fp32 "
+            f"eager), measured on {int(first['images'])} images of split `{first['split']}` with "
+            f"every method ({where}; [`results/precision.md`](results/precision.md)): ")
+    safe = summ[summ["safe"]].sort_values("evaluation_speedup", ascending=False)
+    goal = SPEEDUP_GOAL["cpu" if first["device"] == "cpu" else "cuda"]
+    if len(safe):
+        b = safe.iloc[0]
+        met = "meets" if b["evaluation_speedup"] >= goal else "misses"
+        text += (f"the fastest safe mode is `{b['mode']}`, full evaluation "
+                 f"**{b['evaluation_speedup']:.2f}x** faster ({met} the {goal:g}x goal), Average "
+                 f"Drop moved by at most {b['max_avg_drop_delta_over_width']:.2g} of its "
+                 f"interval width, {int(b['verdicts_changed'])} of {int(b['verdicts'])} verdicts "
+                 "changed")
+    else:
+        text += "no fast mode is safe"
+    unsafe = [f"`{r['mode']}` is {r['evaluation_speedup']:.2f}x but moves an Average Drop by "
+              f"{r['max_avg_drop_delta_over_width']:.2f} of its interval width and changes "
+              f"{int(r['verdicts_changed'])} of {int(r['verdicts'])} verdicts"
+              for _, r in summ[~summ["safe"]].iterrows()]
+    if unsafe:
+        text += "; not safe: " + "; ".join(unsafe)
+    return (text + " (safe: every verdict unchanged and every Average Drop within "
+            f"{SAFE_WIDTH_FRACTION:g} of its interval width).")
+
+
 def _readings(results: Path) -> str | None:
     """Bullets on the readings of the paper: SmoothGrad definitions, the untrained module,
     protocol sensitivity, power, Table 4's scale."""
@@ -535,6 +570,7 @@ def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
         "untrained": _md(results, "untrained_seeds"),
         "protocol": _md(results, "protocol_verdicts"),
         "scale": _md(results, "table4_scale"),
+        "precision": _precision(results),
         "benchmark_cpu": (_read(bench / "REPORT_cpu.md") or "").strip() or None,
     }
 
@@ -555,6 +591,7 @@ SECTIONS = [
     ("Protocol sensitivity — verdicts per fill and target", ["protocol"]),
     ("Table 4 by scale", ["scale"]),
     ("Sanity check — cascading model-parameter randomisation", ["sanity"]),
+    ("Fast forwards — reduced precision and compile", ["precision"]),
     ("Run time", ["speed_full"]),
 ]
 

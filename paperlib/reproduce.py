@@ -9,7 +9,8 @@ so a rerun resumes. While a notebook runs, the progress lines its kernel writes
 (:mod:`paperlib.progress`, to ``results/logs/progress-<time>.log``) are printed in the terminal.
 
 CLI: ``python -m paperlib.reproduce [--device cuda] [--n-images N] [--model-name NAME]
-[--data-dir DIR] [--only 04_tables ...]``.
+[--data-dir DIR] [--split eval|all] [--precision fp32|bf16|tf32|fp16] [--compile]
+[--only 04_tables ...]``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default=None,
                    help="images of notebooks 04 and 05: 'eval' (default; images the trained "
                         "attention module never saw) or 'all' (e.g. ImageNet's validation set)")
+    p.add_argument("--precision", default=None,
+                   help="metric forwards of notebooks 04 and 05: fp32 (default), bf16; on CUDA "
+                        "also tf32, fp16 (results/precision.md measures what each changes)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the black box for the metric forwards of notebooks 04, 05")
     p.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
     p.add_argument("--refresh-committed", action="store_true",
                    help="developers: re-execute the committed notebooks with their own small "
@@ -121,8 +127,13 @@ def parameters_for(name: str, args: argparse.Namespace) -> dict:
         params["model_name"] = args.model_name
     if args.n_images is not None and name in ("01_model_selection", "04_tables", "05_figures"):
         params["n_images"] = args.n_images
-    if args.split is not None and name in ("04_tables", "05_figures"):
-        params["split"] = args.split
+    if name in ("04_tables", "05_figures"):
+        if args.split is not None:
+            params["split"] = args.split
+        if args.precision is not None:
+            params["precision"] = args.precision
+        if args.compile:
+            params["compile"] = True
     return params
 
 

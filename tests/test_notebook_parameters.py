@@ -102,3 +102,21 @@ def test_check_catches_what_papermill_misreads(line: str, tmp_path: Path,
     path.write_text(json.dumps(nb))
     with pytest.raises(AssertionError):
         check_parameters(path, caplog)
+
+
+def test_every_parameter_make_reproduce_passes_is_declared_by_its_notebook():
+    """``make reproduce ARGS=...`` passes parameters to each notebook: a name the notebook does not
+    declare would be ignored by papermill (with a warning) and the option silently lost."""
+    from paperlib import reproduce
+
+    args = reproduce.parse(["--data-dir", ".", "--model-name", "efficientnet_lite1",
+                            "--n-images", "5", "--split", "all", "--precision", "bf16",
+                            "--compile"])
+    for name in reproduce.NOTEBOOKS:
+        path = next(p for p in NOTEBOOKS if p.stem == name)
+        params = reproduce.parameters_for(name, args)
+        missing = set(params) - set(assignments(parameters_source(path)))
+        assert not missing, f"{name} does not declare {sorted(missing)}"
+    fast = reproduce.parameters_for("04_tables", args)
+    assert fast["precision"] == "bf16" and fast["compile"] is True and fast["split"] == "all"
+    assert "precision" not in reproduce.parameters_for("01_model_selection", args)
