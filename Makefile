@@ -8,10 +8,15 @@ STAMP  := $(VENV)/.installed
 # Extra arguments for paperlib.reproduce, e.g. make reproduce ARGS="--device cuda"
 ARGS   ?=
 
-.PHONY: reproduce test lint env data lab train-attention benchmark readme
+.PHONY: reproduce reproduce-matrix test lint env data lab train-attention benchmark readme
 
 reproduce: env data
 	$(PY) -m paperlib.reproduce $(ARGS)
+
+# The claim matrix (3 black boxes x 2 layers; hours on a 2-core CPU; resumable): trains missing
+# attention checkpoints, evaluates each cell, writes results/claim_matrix.* and refreshes README.
+reproduce-matrix: env data
+	$(PY) -m paperlib.matrix $(ARGS)
 
 # Lint (ruff) and types (mypy), unit tests, then every notebook re-executed by nbval (outputs marked
 # NBVAL_CHECK_OUTPUT compared); notebooks write into temporary folders, never into results/ and

@@ -11,7 +11,15 @@ objective, does not depend on the l's. The best candidate's module is the checkp
 
 Everything is seeded: the same seed, data and grid give the same checkpoint.
 
-CLI: ``paperlib-train-attention --model efficientnet_lite0`` (``--help`` for the options).
+Each checkpoint's record also stores the trained module's saliency (at the layer's resolution)
+for the first :data:`REFERENCE_IMAGES` held-out images, so that a test can check that the committed
+file still reproduces the maps it made (:func:`reference_saliency`).
+
+A black box or layer without a checkpoint is trained on demand by :func:`ensure_trained` (``make
+reproduce``, the claim matrix), with a message saying so and roughly how long it takes.
+
+CLI: ``paperlib-train-attention --model efficientnet_lite0 [--target-layer blocks.6]``
+(``--help`` for the options).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -30,13 +39,21 @@ from .attention import (
     save_checkpoint,
 )
 from .cam import gradient_pass
-from .data import ImageDataset, iter_batches, load_images
+from .data import SPLITS, ImageDataset, iter_batches, load_images
 from .hooks import eval_mode, frozen_parameters
 from .masking import keep_top, masked_inputs, n_pixels, pixel_ranks
 from .metrics import score_inputs
 from .models import BlackBox, load_model
 
-__all__ = ["TrainConfig", "TrainingData", "prepare", "train_module", "train_attention", "main"]
+__all__ = ["TrainConfig", "TrainingData", "prepare", "train_module", "train_attention",
+           "reference_saliency", "estimate_seconds", "ensure_trained", "main"]
+
+#: Held-out images whose trained saliency a checkpoint's record keeps (the regression reference).
+REFERENCE_IMAGES = 2
+#: Training cost in plain forwards of the black box per training-split image, measured on the
+#: committed Lite0 checkpoint (722 s for 250 images at 8.0 ms per image forward on the 2-core
+#: CPU: ~360): 8 candidates x 6 epochs of forward + backward, and the held-out criterion.
+FORWARDS_PER_TRAINING_IMAGE = 360
 
 
 @dataclass
@@ -157,11 +174,18 @@ def train_attention(black_box: BlackBox, dataset: ImageDataset, config: TrainCon
                 best = (score, module, l_area, l_tv)
     assert best is not None
     _, module, l_area, l_tv = best
+    mod, rest = SPLITS["train"]
+    ref = list(range(min(REFERENCE_IMAGES, len(heldout_data.targets))))
+    with torch.no_grad():
+        saliency = module(heldout_data.terms[ref]).saliency
     record = {
         "model": black_box.name, "target_layer": black_box.target_layer_name,
         "channels": module.channels, "reduction": module.reduction,
         "l_area": l_area, "l_tv": l_tv, "config": asdict(config),
-        "split": "train (class index = 0 mod 4)", "n_fit": len(fit), "n_heldout": len(heldout),
+        "split": f"train (class index = {rest} mod {mod})", "n_fit": len(fit),
+        "n_heldout": len(heldout),
+        "reference": {"files": [heldout_data.files[i] for i in ref],
+                      "saliency": [[round(float(v), 7) for v in m.flatten()] for m in saliency]},
         "fit_files": fit_data.files, "heldout_files": heldout_data.files,
         "candidates": candidates, "seconds": round(time.time() - started, 1),
         "torch": torch.__version__,
@@ -171,9 +195,55 @@ def train_attention(black_box: BlackBox, dataset: ImageDataset, config: TrainCon
     return module, record
 
 
+def reference_saliency(black_box: BlackBox, dataset: ImageDataset, files: list[str],
+                       module: AttentionModule) -> torch.Tensor:
+    """The module's saliency (B, h, w) for the named files of ``dataset`` (the images a record's
+    ``reference`` holds), computed afresh."""
+    subset = dataset.subset_files(files)
+    batch = next(iter_batches(subset, black_box.preprocess, len(files), device=black_box.device))
+    with torch.no_grad():
+        return module(gradient_pass(black_box, batch.images).gradcam_terms).saliency
+
+
+def estimate_seconds(black_box: BlackBox, n_images: int, batch_size: int = 8) -> float:
+    """Rough training time on this machine: one timed forward of ``batch_size`` random images
+    (after a warm-up) x :data:`FORWARDS_PER_TRAINING_IMAGE` x ``n_images``."""
+    x = torch.rand(batch_size, 3, black_box.input_size, black_box.input_size,
+                   device=black_box.device)
+    with torch.no_grad():
+        black_box.model(x)
+        start = time.perf_counter()
+        black_box.model(x)
+        per_image = (time.perf_counter() - start) / batch_size
+    return per_image * FORWARDS_PER_TRAINING_IMAGE * n_images
+
+
+def ensure_trained(black_box: BlackBox, dataset: ImageDataset,
+                   config: TrainConfig | None = None) -> Path:
+    """The ``attention-trained`` checkpoint of this black box and target layer: the existing file,
+    or one trained now on ``dataset``'s training split (with a message and a time estimate)."""
+    path = checkpoint_path(black_box)
+    if path.is_file():
+        return path
+    train = dataset.split("train")
+    if not len(train):
+        raise FileNotFoundError(f"no trained attention checkpoint at {path}, and no training-split "
+                                f"image in {dataset.root} to train one on")
+    minutes = estimate_seconds(black_box, len(train)) / 60
+    print(f"no trained attention checkpoint for {black_box.name} at {black_box.target_layer_name}"
+          f" ({path.name}): training one now on the {len(train)} training-split images "
+          f"(roughly {minutes:.0f} min on this machine); it is saved and reused", flush=True)
+    _, record = train_attention(black_box, train, config, progress=False)
+    print(f"trained {path.name} in {record['seconds'] / 60:.1f} min (l_area={record['l_area']}, "
+          f"l_tv={record['l_tv']})", flush=True)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--target-layer", default=None,
+                        help="module to explain (default: the last stage); e.g. blocks.6")
     parser.add_argument("--data-dir", default=None, help="images (default: $PAPERLIB_DATA)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
@@ -181,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-images", type=int, default=None,
                         help="use only this many training images (for a quick try)")
     args = parser.parse_args(argv)
-    bb = load_model(args.model, device=args.device)
+    bb = load_model(args.model, device=args.device, target_layer=args.target_layer)
     dataset = load_images(args.data_dir).split("train").subset(args.n_images)
     print(f"training the attention module of {bb.name} ({bb.target_layer_name}) on "
           f"{len(dataset)} training-split images", flush=True)

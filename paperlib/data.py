@@ -221,6 +221,15 @@ class ImageDataset(torch.utils.data.Dataset):
         idx = np.unique(np.linspace(0, len(self) - 1, n_images).round().astype(int))
         return self._derive([self.records[i] for i in idx])
 
+    def subset_files(self, files: Sequence[str]) -> ImageDataset:
+        """The named images (file names relative to :attr:`root`, as :attr:`files` gives them),
+        in the given order; a name not in the dataset is an error naming it."""
+        index = {self.file_name(i): i for i in range(len(self))}
+        missing = [f for f in files if f not in index]
+        if missing:
+            raise ValueError(f"{len(missing)} file(s) not in {self.root}: {missing[:5]}")
+        return self._derive([self.records[index[f]] for f in files])
+
 
 def _visible(folder: Path) -> list[Path]:
     """The entries of ``folder`` not hidden (``.name``), sorted."""

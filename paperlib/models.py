@@ -34,9 +34,12 @@ from torchvision import transforms as T
 
 __all__ = [
     "BlackBox",
+    "EARLIER_LAYERS",
+    "LAYER_ROLES",
     "MODEL_NAMES",
     "Normalize",
     "WeightsNotFoundError",
+    "layer_for",
     "load_model",
     "resolve_device",
 ]
@@ -267,6 +270,38 @@ def _build_torchvision(name: str, weights: str | os.PathLike | None,
 #: Every black box the kit knows, offline ones first.
 MODEL_NAMES: tuple[str, ...] = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
                                 "resnet50", "vgg19", "googlenet")
+
+#: The layers the claim matrix explains: ``last`` is each black box's default (the last
+#: convolutional stage, the paper's choice); ``earlier`` is :data:`EARLIER_LAYERS`.
+LAYER_ROLES = ("last", "earlier")
+
+#: An earlier target layer per black box, where the class score's gradient varies in space.
+#: At the default (last) layer only global average pooling and a linear classifier follow, so the
+#: gradient is one number per channel and Grad-CAM = XGrad-CAM = HiResCAM. EfficientNet-Lite:
+#: ``blocks.6``, the output of the last MBConv stage (320 channels, at the same resolution as
+#: ``bn2``: 7x7 for Lite0, 8x8 for Lite1/Lite2); between it and the pooling lie the head's 1x1
+#: convolution, batch norm and ReLU6, whose clamps make the gradient differ per position (tested:
+#: Grad-CAM != XGrad-CAM there). ResNet-50: ``layer3`` (14x14, before the last stage); VGG19:
+#: ``features.26`` (the ReLU after the last 3x3 conv of the fourth block, 28x28); GoogLeNet:
+#: ``inception4e`` (14x14).
+EARLIER_LAYERS: dict[str, str] = {"efficientnet_lite0": "blocks.6",
+                                  "efficientnet_lite1": "blocks.6",
+                                  "efficientnet_lite2": "blocks.6",
+                                  "resnet50": "layer3", "vgg19": "features.26",
+                                  "googlenet": "inception4e"}
+
+
+def layer_for(name: str, role: str) -> str | None:
+    """The target layer of black box ``name`` for a layer role (:data:`LAYER_ROLES`): ``None``
+    for ``last`` (the default), :data:`EARLIER_LAYERS`' entry for ``earlier``."""
+    if role not in LAYER_ROLES:
+        raise ValueError(f"unknown layer role {role!r}; expected one of {', '.join(LAYER_ROLES)}")
+    if role == "last":
+        return None
+    if name not in EARLIER_LAYERS:
+        raise ValueError(f"no earlier layer is defined for {name!r}; pass target_layer= a module "
+                         "name instead")
+    return EARLIER_LAYERS[name]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -45,13 +45,15 @@ def split_record(split: str, files: list[str]) -> dict[str, Any]:
 
 
 def open_black_box(params: Mapping[str, Any]) -> tuple[BlackBox, ImageDataset]:
-    """The black box (``model_name``, else notebook 01's choice) and the images (``data_dir``).
+    """The black box (``model_name``, else notebook 01's choice, at ``target_layer``, else its
+    last stage) and the images (``data_dir``).
 
     Seeds torch with ``seed`` and prints one line describing the black box.
     """
     torch.manual_seed(params.get("seed", 0))
     name = params.get("model_name") or chosen_model(params.get("output_dir"))
-    bb = load_model(name, device=params.get("device", "auto"))
+    bb = load_model(name, device=params.get("device", "auto"),
+                    target_layer=params.get("target_layer"))
     dataset = load_images(params.get("data_dir"))
     print(f"black box: {bb.name} (target layer {bb.target_layer_name}, input {bb.input_size}px) "
           f"on {bb.device.type}")

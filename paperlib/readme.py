@@ -522,6 +522,26 @@ def _precision(results: Path) -> str | None:
             f"{SAFE_WIDTH_FRACTION:g} of its interval width).")
 
 
+def _matrix(results: Path) -> str | None:
+    """The claim matrix (``make reproduce-matrix``): its sentence, the Average Drop / % Increase
+    tallies per variant and cell, each cell's compute time, links to the full table and figure."""
+    sentence = _read(results / "claim_matrix_verdict.txt")
+    tally = _csv(results / "claim_matrix_tally.csv")
+    if sentence is None or tally is None:
+        return None
+    parts = [sentence.strip(), "", tally.to_markdown(index=False)]
+    cells = _read(results / "matrix" / "cells.json")
+    if cells:
+        times = ", ".join(f"{name} {r['compute_seconds'] / 60:.0f} min"
+                          for name, r in json.loads(cells).items())
+        parts += ["", f"Compute time per cell (2-core CPU unless stated in `results/matrix/"
+                      f"cells.json`): {times}."]
+    parts += ["", "Every comparison (each baseline, each metric incl. the top-20% read-out and "
+              "deletion/insertion AUC): [`results/claim_matrix.md`](results/claim_matrix.md); "
+              "figure: [`figures/claim_matrix.png`](figures/claim_matrix.png)."]
+    return "\n".join(parts)
+
+
 def _readings(results: Path) -> str | None:
     """Bullets on the readings of the paper: SmoothGrad definitions, the untrained module,
     protocol sensitivity, power, Table 4's scale."""
@@ -571,6 +591,7 @@ def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
         "protocol": _md(results, "protocol_verdicts"),
         "scale": _md(results, "table4_scale"),
         "precision": _precision(results),
+        "matrix": _matrix(results),
         "benchmark_cpu": (_read(bench / "REPORT_cpu.md") or "").strip() or None,
     }
 
@@ -591,6 +612,7 @@ SECTIONS = [
     ("Protocol sensitivity — verdicts per fill and target", ["protocol"]),
     ("Table 4 by scale", ["scale"]),
     ("Sanity check — cascading model-parameter randomisation", ["sanity"]),
+    ("Claim matrix — three black boxes x two layers", ["matrix"]),
     ("Fast forwards — reduced precision and compile", ["precision"]),
     ("Run time", ["speed_full"]),
 ]

@@ -9,6 +9,7 @@ so a rerun resumes. While a notebook runs, the progress lines its kernel writes
 (:mod:`paperlib.progress`, to ``results/logs/progress-<time>.log``) are printed in the terminal.
 
 CLI: ``python -m paperlib.reproduce [--device cuda] [--n-images N] [--model-name NAME]
+[--target-layer blocks.6]
 [--data-dir DIR] [--split eval|all] [--precision fp32|bf16|tf32|fp16] [--compile]
 [--only 04_tables ...]``.
 """
@@ -53,6 +54,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--model-name", default=None, help="override notebook 01's choice")
+    p.add_argument("--target-layer", default=None,
+                   help="module explained by notebooks 02-05 (default: the last stage), e.g. "
+                        "blocks.6; a missing attention checkpoint for it is trained first")
     p.add_argument("--n-images", type=int, default=None,
                    help="limit notebooks 01, 04 and 05 to this many images (default: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -118,6 +122,25 @@ def refresh_committed(names: list[str]) -> None:
             sanitise(path)
 
 
+#: Notebooks that use the ``attention-trained`` checkpoint of the black box and layer.
+NEEDS_CHECKPOINT = ("03_attention", "04_tables", "05_figures")
+
+
+def ensure_checkpoint(args: argparse.Namespace) -> None:
+    """Train the black box's attention checkpoint at the run's layer when it is missing (with a
+    message and an estimate), so that notebooks 03-05 never stop halfway for want of it."""
+    from .attention import checkpoint_path
+    from .attention_training import ensure_trained
+    from .data import load_images
+    from .model_selection import chosen_model
+    from .models import load_model
+
+    name = args.model_name or chosen_model(None)
+    bb = load_model(name, device=args.device, target_layer=args.target_layer)
+    if not checkpoint_path(bb).is_file():
+        ensure_trained(bb, load_images(args.data_dir))
+
+
 def parameters_for(name: str, args: argparse.Namespace) -> dict:
     params = dict(FULL_RUN[name])
     params.update({"device": args.device, "seed": args.seed})
@@ -127,6 +150,8 @@ def parameters_for(name: str, args: argparse.Namespace) -> dict:
         params["model_name"] = args.model_name
     if args.n_images is not None and name in ("01_model_selection", "04_tables", "05_figures"):
         params["n_images"] = args.n_images
+    if args.target_layer is not None and name in NEEDS_CHECKPOINT + ("02_gradcam",):
+        params["target_layer"] = args.target_layer
     if name in ("04_tables", "05_figures"):
         if args.split is not None:
             params["split"] = args.split
@@ -201,7 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     timings: dict[str, float] = {}
     started = time.time()
     try:
+        checked = False
         for i, name in enumerate(names, start=1):
+            if name in NEEDS_CHECKPOINT and not checked:
+                t0 = time.time()
+                ensure_checkpoint(args)
+                checked = True
+                if time.time() - t0 > 60:
+                    timings["attention checkpoint"] = round(time.time() - t0, 1)
             params = parameters_for(name, args)
             print(f"[{i}/{len(names)}] {name} with {params}", flush=True)
             t0 = time.time()

@@ -110,8 +110,8 @@ def test_every_parameter_make_reproduce_passes_is_declared_by_its_notebook():
     from paperlib import reproduce
 
     args = reproduce.parse(["--data-dir", ".", "--model-name", "efficientnet_lite1",
-                            "--n-images", "5", "--split", "all", "--precision", "bf16",
-                            "--compile"])
+                            "--n-images", "5", "--split", "all", "--target-layer", "blocks.6",
+                            "--precision", "bf16", "--compile"])
     for name in reproduce.NOTEBOOKS:
         path = next(p for p in NOTEBOOKS if p.stem == name)
         params = reproduce.parameters_for(name, args)
@@ -120,3 +120,5 @@ def test_every_parameter_make_reproduce_passes_is_declared_by_its_notebook():
     fast = reproduce.parameters_for("04_tables", args)
     assert fast["precision"] == "bf16" and fast["compile"] is True and fast["split"] == "all"
     assert "precision" not in reproduce.parameters_for("01_model_selection", args)
+    assert reproduce.parameters_for("02_gradcam", args)["target_layer"] == "blocks.6"
+    assert "target_layer" not in reproduce.parameters_for("06_your_model", args)

@@ -1,0 +1,325 @@
+"""The claim matrix: does any verdict on the paper depend on the black box or the layer?
+
+Every verdict of the main run comes from one classifier at one layer (EfficientNet-Lite0's last
+stage), where the gradient is one number per channel and Grad-CAM = XGrad-CAM = HiResCAM. The
+matrix repeats the evaluation (Tables 3-4, deletion/insertion, the paired tests and the claim
+check) for every black box x layer *cell*: :data:`MATRIX_MODELS` x :data:`paperlib.models.
+LAYER_ROLES` (the last stage, and :data:`paperlib.models.EARLIER_LAYERS` where the baselines
+differ), with the paper's baselines and every reading of its method (:func:`matrix_methods`), on
+the evaluation split.
+
+Each cell is an ordinary evaluation (:func:`paperlib.evaluation.run_evaluation`) with its own
+results store under ``<results>/matrix/<model>_<layer>/``: a killed run resumes where it stopped,
+cell by cell and batch by batch. A cell whose ``attention-trained`` checkpoint is missing trains it
+first (:func:`paperlib.attention_training.ensure_trained`, on the training split only). Each
+cell's compute time is recorded (``matrix/cells.json``).
+
+:func:`claim_matrix` turns the cells' claim checks into one table (rows variant x baseline x
+metric, one column per cell, cells better / worse / no significant difference, Holm-adjusted
+within each cell); :func:`holds` and :func:`matrix_sentence` say where, if anywhere, the paper's
+claim (a better Average Drop *and* % Increase than every baseline) holds.
+
+CLI: ``python -m paperlib.matrix [--models ...] [--layers last earlier] [--n-images N]`` (``make
+reproduce-matrix``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import schema
+from .evaluation import EvalSettings, paper_baselines, run_evaluation, variants
+from .models import LAYER_ROLES, MODEL_NAMES, layer_for
+from .tables import CLAIMS, write_table
+
+__all__ = ["MATRIX_MODELS", "Cell", "cells", "matrix_methods", "run_cell", "claim_matrix",
+           "holds", "matrix_sentence", "tally_table", "main"]
+
+#: The black boxes of the matrix: the three available offline.
+MATRIX_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+#: The claim that decides whether "the paper's claim holds" for a variant in a cell.
+HEADLINE = (CLAIMS[schema.drop(schema.SOFT)][0], CLAIMS[schema.increase(schema.SOFT)][0])
+ORDER = ("better", "no significant difference", "worse")
+SHORT = {"better": "better", "no significant difference": "n.s.", "worse": "worse"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One black box at one layer role (``last`` or ``earlier``)."""
+
+    model: str
+    layer: str
+
+    @property
+    def name(self) -> str:
+        """The column name: ``efficientnet_lite0 @ last``."""
+        return f"{self.model} @ {self.layer}"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.model}_{self.layer}"
+
+    @property
+    def target_layer(self) -> str | None:
+        return layer_for(self.model, self.layer)
+
+
+def cells(models: Sequence[str] = MATRIX_MODELS, layers: Sequence[str] = LAYER_ROLES
+          ) -> list[Cell]:
+    """Every (model, layer) cell, model-major; unknown names are errors naming them."""
+    bad = [m for m in models if m not in MODEL_NAMES] + [r for r in layers if r not in LAYER_ROLES]
+    if bad:
+        raise ValueError(f"unknown black box or layer role {bad}; models: "
+                         f"{', '.join(MODEL_NAMES)}; layers: {', '.join(LAYER_ROLES)}")
+    return [Cell(m, r) for m in models for r in layers]
+
+
+def matrix_methods() -> list[str]:
+    """The paper's baselines (both SmoothGrad-CAM++ definitions) and every variant."""
+    return [*paper_baselines(), *variants()]
+
+
+def _compute_seconds(batches: Sequence[Mapping[str, Any]]) -> float:
+    """Compute time stored with a run's batches (shared pass + methods + metric forwards)."""
+    return float(sum(b["pass_seconds"] + sum(b["method_seconds"].values()) + b["metric_seconds"]
+                     for b in batches))
+
+
+def run_cell(cell: Cell, dataset: Any, params: Mapping[str, Any], out: str | Path,
+             device: str = "auto", train: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Evaluate one cell (resuming its store) and write its tables into ``out/<cell.folder>``.
+
+    ``params``: evaluation parameters as :meth:`EvalSettings.from_parameters` reads them
+    (``methods`` defaults to :func:`matrix_methods`). ``train``: train a missing
+    ``attention-trained`` checkpoint first (else a missing one is an error). Returns the cell's
+    record: images, rows, compute seconds (summed over every batch, across resumptions), the wall
+    seconds of this call.
+    """
+    from .attention_training import ensure_trained
+    from .evaluate import write_tables
+    from .models import load_model
+
+    start = time.perf_counter()
+    bb = load_model(cell.model, device=device, target_layer=cell.target_layer)
+    settings = EvalSettings.from_parameters({"methods": matrix_methods(), "split": "eval",
+                                             **params})
+    if train and any(m in settings.methods for m in ("attention-trained", "attention-per-image")):
+        ensure_trained(bb, dataset)
+    folder = Path(out) / cell.folder
+    evaluation = run_evaluation(bb, dataset, settings, folder, progress=progress)
+    n = evaluation.frame["file"].nunique()
+    where = (f"{bb.name} at {bb.target_layer_name} ({cell.layer} layer), {n} images of split "
+             f"{settings.split}, fill={settings.metrics.fill}, target={settings.target}")
+    write_tables(evaluation, folder, where)
+    return {"cell": cell.name, "model": cell.model, "layer": cell.layer,
+            "target_layer": bb.target_layer_name, "images": int(n),
+            "methods": list(settings.methods), "rows": len(evaluation.frame),
+            "compute_seconds": round(_compute_seconds(evaluation.batches), 1),
+            "wall_seconds_last_call": round(time.perf_counter() - start, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The matrix from the cells' claim checks
+
+def claim_matrix(claims: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One table from each cell's :func:`paperlib.tables.claim_check` (``{cell name: claims}``):
+    columns ``variant``, ``baseline``, ``metric`` and one per cell (in the given order) holding
+    the verdict; a comparison a cell lacks is empty (NaN)."""
+    frames = [c[["variant", "baseline", "metric", "verdict"]].assign(cell=name)
+              for name, c in claims.items() if len(c)]
+    if not frames:
+        return pd.DataFrame(columns=["variant", "baseline", "metric", *claims])
+    long = pd.concat(frames, ignore_index=True)
+    wide = long.pivot_table(index=["variant", "baseline", "metric"], columns="cell",
+                            values="verdict", aggfunc="first", sort=False)
+    wide = wide.reindex(columns=[c for c in claims if c in wide.columns])
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def _cell_columns(matrix: pd.DataFrame) -> list[str]:
+    return [c for c in matrix.columns if c not in ("variant", "baseline", "metric")]
+
+
+def holds(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
+    """Per variant and cell: does the paper's claim hold, i.e. is the variant *better* than every
+    baseline on every one of ``metrics`` (Average Drop and % Increase)? Rows variant, columns
+    the cells, values True / False (NaN where the cell lacks the variant)."""
+    sub = matrix[matrix["metric"].isin(metrics)]
+    out = {}
+    for cell in _cell_columns(matrix):
+        col = sub[["variant", cell]].dropna()
+        out[cell] = col.groupby("variant", sort=False)[cell].agg(
+            lambda v: bool((v == "better").all()))
+    return pd.DataFrame(out).reindex(list(dict.fromkeys(matrix["variant"])))
+
+
+def _tally(verdicts: pd.Series) -> str:
+    counts = verdicts.dropna().value_counts()
+    return ", ".join(f"{SHORT[v]} x{counts[v]}" for v in ORDER if v in counts) or "-"
+
+
+def tally_table(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
+    """The compact view: rows variant x metric (``metrics``), one column per cell, each entry the
+    tally of verdicts over the baselines (e.g. ``worse x5`` or ``better x2, n.s. x3``)."""
+    sub = matrix[matrix["metric"].isin(metrics)]
+    rows = []
+    for (v, m), g in sub.groupby(["variant", "metric"], sort=False):
+        rows.append({"variant": v, "metric": m,
+                     **{c: _tally(g[c]) for c in _cell_columns(matrix)}})
+    return pd.DataFrame(rows)
+
+
+def matrix_sentence(matrix: pd.DataFrame) -> str:
+    """Where, if anywhere, the paper's claim holds, in one or two sentences."""
+    cells_ = _cell_columns(matrix)
+    if not len(matrix) or not cells_:
+        return "No cell of the claim matrix has been evaluated yet."
+    h = holds(matrix)
+
+    def yes(v: str, c: str) -> bool:
+        value = h.loc[v, c]
+        return False if pd.isna(value) else bool(value)
+
+    n_base = matrix["baseline"].nunique()
+    where = [f"`{v}` in {', '.join(c for c in cells_ if yes(v, c))}"
+             for v in h.index if any(yes(v, c) for c in cells_)]
+    scope = f"{len(cells_)} cell{'s' if len(cells_) != 1 else ''} ({', '.join(cells_)})"
+    if not where:
+        text = (f"In none of the {scope} does any reading of the paper's method beat all "
+                f"{n_base} baselines on both Average Drop and % Increase (Holm-adjusted paired "
+                "Wilcoxon tests, alpha 0.05): the negative verdict does not depend on the black "
+                "box or the layer.")
+    else:
+        text = (f"Of the {scope}, the paper's claim (better than all {n_base} baselines on both "
+                f"Average Drop and % Increase, Holm-adjusted paired Wilcoxon tests, alpha 0.05) "
+                f"holds for {'; '.join(where)}; for every other variant and cell it does not.")
+    never = [v for v in h.index if not any(yes(v, c) for c in cells_)]
+    if where and never:
+        text += f" It holds in no cell for {', '.join(f'`{v}`' for v in never)}."
+    return text
+
+
+def matrix_figure(matrix: pd.DataFrame):
+    """Heat map per variant: rows baseline x metric, columns the cells, coloured better (blue) /
+    n.s. (grey) / worse (red)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.colors import ListedColormap
+
+    from .cam import method_label as label
+    from .plots import VERDICT_SCORE
+
+    cells_ = _cell_columns(matrix)
+    var = list(dict.fromkeys(matrix["variant"]))
+    per = [matrix[matrix["variant"] == v] for v in var]
+    height = max(len(p) for p in per) if per else 1
+    fig, axes = plt.subplots(1, max(len(var), 1), squeeze=False,
+                             figsize=(1.1 * len(cells_) * max(len(var), 1) + 3,
+                                      0.22 * height + 2.2))
+    cmap = ListedColormap(["#d6604d", "#e0e0e0", "#4393c3"])
+    for i, (v, sub) in enumerate(zip(var, per)):
+        ax = axes[0, i]
+        score = sub[cells_].apply(lambda col: col.map(VERDICT_SCORE)).astype(float)
+        score.index = [f"{label(b)}: {m}" for b, m in zip(sub["baseline"], sub["metric"])]
+        sns.heatmap(score, ax=ax, cmap=cmap, vmin=-1.5, vmax=1.5, cbar=i == len(var) - 1,
+                    linewidths=0.5, yticklabels=i == 0,
+                    cbar_kws={"ticks": [-1, 0, 1], "shrink": 0.5})
+        ax.set_title(label(v), fontsize=8)
+        ax.set_xticklabels([c.replace("efficientnet_", "").replace(" @ ", "\n")
+                            for c in cells_], fontsize=6, rotation=0)
+        ax.tick_params(axis="y", labelsize=6)
+    colorbar = axes[0, -1].collections[0].colorbar if len(var) else None
+    if colorbar is not None:
+        colorbar.set_ticklabels(["worse", "n.s.", "better"])
+    fig.suptitle("Claim matrix: each reading of the paper's method vs each baseline, per black box "
+                 "and layer (Holm, alpha 0.05)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+def write_matrix(out: str | Path, order: Sequence[Cell], figures: str | Path | None = None
+                 ) -> pd.DataFrame:
+    """Build the matrix from every finished cell under ``out/matrix`` (their ``claims.csv``) and
+    write ``claim_matrix.*``, ``claim_matrix_tally.*``, ``claim_matrix_verdict.txt`` into ``out``
+    and ``claim_matrix.png`` into ``figures``."""
+    from .plots import save
+
+    out = Path(out)
+    claims = {c.name: pd.read_csv(out / "matrix" / c.folder / "claims.csv") for c in order
+              if (out / "matrix" / c.folder / "claims.csv").is_file()}
+    matrix = claim_matrix(claims)
+    caption = ("Claim matrix: verdict of each variant vs each baseline per black box @ layer "
+               "(Holm-adjusted paired Wilcoxon tests within each cell, alpha 0.05)")
+    write_table(matrix, out / "claim_matrix", caption=caption, display=matrix.fillna("-"))
+    write_table(tally_table(matrix), out / "claim_matrix_tally",
+                caption="Claim matrix, Average Drop and % Increase: verdicts over the baselines "
+                        "per variant and cell")
+    (out / "claim_matrix_verdict.txt").write_text(matrix_sentence(matrix) + "\n")
+    if len(matrix):
+        save(matrix_figure(matrix), "claim_matrix", figures)
+    return matrix
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="The claim matrix: every black box x layer cell "
+                                "evaluated like the main run; resumable.")
+    p.add_argument("--models", nargs="+", default=list(MATRIX_MODELS))
+    p.add_argument("--layers", nargs="+", default=list(LAYER_ROLES))
+    p.add_argument("--data-dir", default=None, help="default: $PAPERLIB_DATA")
+    p.add_argument("--n-images", type=int, default=None, help="default: the whole split")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output-dir", default=None, help="default: $PAPERLIB_RESULTS, else results/")
+    p.add_argument("--figures-dir", default=None)
+    p.add_argument("--no-train", action="store_true",
+                   help="never train a missing checkpoint (a missing one is then an error)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every cell (resuming), record its time, then write the matrix and refresh the README."""
+    import torch
+
+    from .data import load_images
+    from .paths import results_dir
+    from .results import atomic_write_text
+
+    args = _parse(argv)
+    order = cells(args.models, args.layers)
+    out = results_dir(args.output_dir)
+    torch.manual_seed(args.seed)
+    dataset = load_images(args.data_dir)
+    params = {"n_images": args.n_images, "batch_size": args.batch_size, "seed": args.seed}
+    record_path = out / "matrix" / "cells.json"
+    records = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    for i, cell in enumerate(order, 1):
+        print(f"[{i}/{len(order)}] {cell.name}", flush=True)
+        records[cell.name] = run_cell(cell, dataset, params, out / "matrix", args.device,
+                                      train=not args.no_train)
+        atomic_write_text(record_path, json.dumps(records, indent=1) + "\n")
+        print(f"    {records[cell.name]['images']} images, compute "
+              f"{records[cell.name]['compute_seconds'] / 60:.1f} min", flush=True)
+    matrix = write_matrix(out, order, args.figures_dir)
+    print(matrix_sentence(matrix))
+    if args.output_dir is None:
+        from .readme import main as readme_main
+
+        readme_main([])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
