@@ -46,7 +46,7 @@ lab: env
 	$(VENV)/bin/jupyter lab notebooks/
 
 train-attention: env data
-	$(PY) -m paperlib.attention_training --model efficientnet_lite0
+	$(PY) -m paperlib.attention_training --model efficientnet_lite0 $(ARGS)
 
 benchmark: env data
 	$(PY) benchmarks/bench_cam.py

@@ -16,8 +16,17 @@ tables and figures. Each step is a module:
 - :mod:`paperlib.metrics`   -- Average Drop, % Increase, percentage-in, deletion/insertion
 - :mod:`paperlib.evaluation` -- the settings (explain options + metric config) and the run
 - :mod:`paperlib.stats`     -- bootstrap intervals, paired Wilcoxon tests
-- :mod:`paperlib.results`   -- the resumable per-image results cache
+- :mod:`paperlib.results`   -- the SQLite results store (resumable, one transaction per batch)
 - :mod:`paperlib.tables`, :mod:`paperlib.plots` -- tables and figures
+- :mod:`paperlib.paper_reference` -- every cell of the paper's Tables 2-4
+- :mod:`paperlib.protocol`, :mod:`paperlib.power` -- protocol sensitivity, seed sweeps, power
+- :mod:`paperlib.precision` -- opt-in bf16 / compiled metric forwards and their measured effect
+- :mod:`paperlib.matrix`    -- the claim matrix over black boxes x layers
+- :mod:`paperlib.evaluate`, :mod:`paperlib.distributed` -- the evaluation without a notebook,
+  under ``torchrun``
+- :mod:`paperlib.wrap`, :mod:`paperlib.userdata`, :mod:`paperlib.cli` -- your own model, images
+  and the ``paperlib explain`` command
+- :mod:`paperlib.reproduce`, :mod:`paperlib.readme` -- ``make reproduce`` and the generated README
 
 A method is one record: a function decorated with :func:`paperlib.cam.register_method` (its
 label, role, options dataclass, cost). Everything downstream reads the registry.

@@ -168,13 +168,16 @@ def _tally(verdicts: pd.Series) -> str:
 
 
 def tally_table(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
-    """The compact view: rows variant x metric (``metrics``), one column per cell, each entry the
-    tally of verdicts over the baselines (e.g. ``worse x5`` or ``better x2, n.s. x3``)."""
-    sub = matrix[matrix["metric"].isin(metrics)]
+    """The compact view: one row per variant, one column per cell, each entry the tally of
+    verdicts over the baselines per metric (``metrics``), e.g. ``AD worse x5; %Inc n.s. x5``."""
+    short = {HEADLINE[0]: "AD", HEADLINE[1]: "%Inc"}
     rows = []
-    for (v, m), g in sub.groupby(["variant", "metric"], sort=False):
-        rows.append({"variant": v, "metric": m,
-                     **{c: _tally(g[c]) for c in _cell_columns(matrix)}})
+    for v, g in matrix.groupby("variant", sort=False):
+        row = {"variant": v}
+        for c in _cell_columns(matrix):
+            row[c] = "; ".join(f"{short.get(m, m)} {_tally(g.loc[g['metric'] == m, c])}"
+                               for m in metrics)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -264,8 +267,8 @@ def write_matrix(out: str | Path, order: Sequence[Cell], figures: str | Path | N
                "(Holm-adjusted paired Wilcoxon tests within each cell, alpha 0.05)")
     write_table(matrix, out / "claim_matrix", caption=caption, display=matrix.fillna("-"))
     write_table(tally_table(matrix), out / "claim_matrix_tally",
-                caption="Claim matrix, Average Drop and % Increase: verdicts over the baselines "
-                        "per variant and cell")
+                caption="Claim matrix, Average Drop (AD) and % Increase (%Inc): verdicts against "
+                        "the baselines per variant and cell")
     (out / "claim_matrix_verdict.txt").write_text(matrix_sentence(matrix) + "\n")
     if len(matrix):
         save(matrix_figure(matrix), "claim_matrix", figures)

@@ -524,21 +524,23 @@ def _precision(results: Path) -> str | None:
 
 def _matrix(results: Path) -> str | None:
     """The claim matrix (``make reproduce-matrix``): its sentence, the Average Drop / % Increase
-    tallies per variant and cell, each cell's compute time, links to the full table and figure."""
+    tallies per variant and cell, each cell's compute time, links to the full table and figure
+    (a few lines: the README stays short)."""
     sentence = _read(results / "claim_matrix_verdict.txt")
     tally = _csv(results / "claim_matrix_tally.csv")
     if sentence is None or tally is None:
         return None
-    parts = [sentence.strip(), "", tally.to_markdown(index=False)]
+    parts = [sentence.strip(), "", tally.to_markdown(index=False), "",
+             "Entries: verdicts against the baselines (AD: Average Drop, %Inc: % Increase), "
+             "Holm-adjusted paired Wilcoxon tests within each cell."]
     cells = _read(results / "matrix" / "cells.json")
     if cells:
         times = ", ".join(f"{name} {r['compute_seconds'] / 60:.0f} min"
                           for name, r in json.loads(cells).items())
-        parts += ["", f"Compute time per cell (2-core CPU unless stated in `results/matrix/"
-                      f"cells.json`): {times}."]
-    parts += ["", "Every comparison (each baseline, each metric incl. the top-20% read-out and "
-              "deletion/insertion AUC): [`results/claim_matrix.md`](results/claim_matrix.md); "
-              "figure: [`figures/claim_matrix.png`](figures/claim_matrix.png)."]
+        parts[-1] += f" Compute time per cell: {times}."
+    parts[-1] += (" Every comparison (each baseline; also the top-20% read-out and deletion / "
+                  "insertion AUC): [`results/claim_matrix.md`](results/claim_matrix.md), "
+                  "[`figures/claim_matrix.png`](figures/claim_matrix.png).")
     return "\n".join(parts)
 
 

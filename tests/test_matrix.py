@@ -53,10 +53,10 @@ def test_holds_tally_and_sentence_give_the_expected_verdicts(hand_made):
     h = matrix.holds(m)
     assert h.loc["per-image"].tolist() == [True, False]
     assert h.loc["fixed"].tolist() == [False, False]
-    t = matrix.tally_table(m).set_index(["variant", "metric"])
-    assert t.loc[("fixed", AD), "A @ last"] == "worse x2"
-    assert t.loc[("fixed", INC), "B @ earlier"] == "better x1, n.s. x1"
-    assert t.loc[("per-image", INC), "B @ earlier"] == "better x1, n.s. x1"
+    t = matrix.tally_table(m).set_index("variant")
+    assert t.loc["fixed", "A @ last"] == "AD worse x2; %Inc better x1, n.s. x1"
+    assert t.loc["per-image", "A @ last"] == "AD better x2; %Inc better x2"
+    assert t.loc["per-image", "B @ earlier"] == "AD better x2; %Inc better x1, n.s. x1"
     text = matrix.matrix_sentence(m)
     assert "holds for `per-image` in A @ last;" in text
     assert "It holds in no cell for `fixed`." in text
@@ -126,4 +126,4 @@ def test_write_matrix_reads_finished_cells_and_writes_table_sentence_figure(tmp_
     from paperlib import readme
 
     block = readme.blocks(tmp_path)["matrix"]
-    assert block.startswith(text.strip()) and "| per-image | Average Drop | better x2 " in block
+    assert block.startswith(text.strip()) and "| per-image | AD better x2; %Inc better x2 " in block
