@@ -27,7 +27,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -232,20 +231,9 @@ def report_md(facts: dict[str, Any], rows: list[dict[str, Any]], args: argparse.
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    threads = args.threads or harness.usable_cpus()
-    malloc = harness.configure_malloc(args.malloc)
-    torch.set_num_threads(threads)
-    device = paperlib.models.resolve_device(args.device)
-    warnings.filterwarnings("once")
-
-    bb = paperlib.load_model(args.model, device=device)
-    data = paperlib.load_images().split("eval").subset(args.batch_size)
-    batch = next(paperlib.iter_batches(data, bb.preprocess, batch_size=args.batch_size,
-                                       device=device))
-    x = batch.images
-    facts = harness.machine_facts(device, threads, x.shape[0], bb)
-    facts["malloc"] = malloc
-    facts["images"] = batch.files
+    s = harness.setup(args.threads, args.malloc, args.device, args.model, args.batch_size)
+    threads, device, bb, facts = s.threads, s.device, s.black_box, s.facts
+    x = s.batch.images
     print(f"bench_precision: {facts.get('gpu') or facts['cpu_model']}, torch {facts['torch']}, "
           f"{threads} threads, batch {x.shape[0]}, load average {facts['load_average_at_start']}")
     outputs: dict[str, Any] = {}

@@ -190,3 +190,35 @@ def run_all(configs: list[Config], device: torch.device,
                 time_once(cfg, device, record=True)
         log(f"  repetition {r + 1}/{rounds} done in {time.perf_counter() - t0:.1f} s")
     gc.unfreeze()
+
+
+@dataclass
+class Setup:
+    """The common start of a benchmark: threads and malloc set, the black box, one batch of
+    evaluation-split images, and the machine facts (with the batch's files)."""
+
+    threads: int
+    malloc: str
+    device: torch.device
+    black_box: Any
+    batch: Any
+    facts: dict[str, Any]
+
+
+def setup(threads: int | None, malloc: str, device: str, model: str, batch_size: int) -> Setup:
+    """Set torch's threads (default: :func:`usable_cpus`) and the allocator, load ``model`` and
+    the first ``batch_size`` images of the evaluation split (spread over it)."""
+    import warnings
+
+    threads = threads or usable_cpus()
+    malloc_note = configure_malloc(malloc)
+    torch.set_num_threads(threads)
+    dev = paperlib.models.resolve_device(device)
+    warnings.filterwarnings("once")
+    bb = paperlib.load_model(model, device=dev)
+    data = paperlib.load_images().split("eval").subset(batch_size)
+    batch = next(paperlib.iter_batches(data, bb.preprocess, batch_size=batch_size, device=dev))
+    facts = machine_facts(dev, threads, batch.images.shape[0], bb)
+    facts["malloc"] = malloc_note
+    facts["images"] = batch.files
+    return Setup(threads, malloc_note, dev, bb, batch, facts)
