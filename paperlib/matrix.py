@@ -20,7 +20,9 @@ within each cell); :func:`holds` and :func:`matrix_sentence` say where, if anywh
 claim (a better Average Drop *and* % Increase than every baseline) holds.
 
 CLI: ``python -m paperlib.matrix [--models ...] [--layers last earlier] [--n-images N]`` (``make
-reproduce-matrix``).
+reproduce-matrix``). Cells may run in parallel processes (``--models X --layers Y`` each, e.g. one
+thread each on a small CPU); ``cells.json`` is updated under a lock, and the last process to finish
+writes the matrix of every finished cell.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ from .evaluation import EvalSettings, paper_baselines, run_evaluation, variants
 from .models import LAYER_ROLES, MODEL_NAMES, layer_for
 from .tables import CLAIMS, write_table
 
-__all__ = ["MATRIX_MODELS", "Cell", "cells", "matrix_methods", "run_cell", "claim_matrix",
-           "holds", "matrix_sentence", "tally_table", "main"]
+__all__ = ["MATRIX_MODELS", "Cell", "cells", "matrix_methods", "run_cell", "record_cell",
+           "claim_matrix", "holds", "matrix_sentence", "tally_table", "write_matrix", "main"]
 
 #: The black boxes of the matrix: the three available offline.
 MATRIX_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -275,6 +277,22 @@ def write_matrix(out: str | Path, order: Sequence[Cell], figures: str | Path | N
     return matrix
 
 
+def record_cell(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Add a cell's record to ``cells.json`` under an exclusive lock (read, merge, write), so that
+    several matrix processes (e.g. one per cell, ``--models X --layers Y``) keep every entry."""
+    import fcntl
+
+    from .results import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = json.loads(path.read_text()) if path.is_file() else {}
+        records[record["cell"]] = dict(record)
+        atomic_write_text(path, json.dumps(records, indent=1) + "\n")
+    return records
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="The claim matrix: every black box x layer cell "
                                 "evaluated like the main run; resumable.")
@@ -298,7 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .data import load_images
     from .paths import results_dir
-    from .results import atomic_write_text
 
     args = _parse(argv)
     order = cells(args.models, args.layers)
@@ -307,14 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = load_images(args.data_dir)
     params = {"n_images": args.n_images, "batch_size": args.batch_size, "seed": args.seed}
     record_path = out / "matrix" / "cells.json"
-    records = json.loads(record_path.read_text()) if record_path.is_file() else {}
     for i, cell in enumerate(order, 1):
         print(f"[{i}/{len(order)}] {cell.name}", flush=True)
-        records[cell.name] = run_cell(cell, dataset, params, out / "matrix", args.device,
-                                      train=not args.no_train)
-        atomic_write_text(record_path, json.dumps(records, indent=1) + "\n")
-        print(f"    {records[cell.name]['images']} images, compute "
-              f"{records[cell.name]['compute_seconds'] / 60:.1f} min", flush=True)
+        record = run_cell(cell, dataset, params, out / "matrix", args.device,
+                          train=not args.no_train)
+        record_cell(record_path, record)
+        print(f"    {record['images']} images, compute {record['compute_seconds'] / 60:.1f} min",
+              flush=True)
     matrix = write_matrix(out, order, args.figures_dir)
     print(matrix_sentence(matrix))
     if args.output_dir is None:

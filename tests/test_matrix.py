@@ -127,3 +127,14 @@ def test_write_matrix_reads_finished_cells_and_writes_table_sentence_figure(tmp_
 
     block = readme.blocks(tmp_path)["matrix"]
     assert block.startswith(text.strip()) and "| per-image | AD better x2; %Inc better x2 " in block
+
+
+def test_record_cell_merges_entries_of_several_processes(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    path = tmp_path / "matrix" / "cells.json"
+    names = [f"m{i} @ last" for i in range(8)]
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(matrix.record_cell, [path] * 8,
+                      [{"cell": n, "compute_seconds": 1.0} for n in names]))
+    assert sorted(json.loads(path.read_text())) == sorted(names)
