@@ -23,22 +23,12 @@ from typing import Any
 import torch
 
 import paperlib
-from paperlib.perf import clock
+from paperlib.perf import clock, cpu_model, loadavg
 
 REPO = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------------------------------------
 # Machine facts
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(dist: str) -> str | None:
@@ -60,14 +50,6 @@ def _git_commit() -> str | None:
         return None
 
 
-def loadavg() -> str | None:
-    """The 1, 5 and 15 minute load averages (``/proc/loadavg``), or None."""
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return None
-
-
 def usable_cpus() -> int:
     """The CPUs this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -81,7 +63,7 @@ def machine_facts(device: torch.device, threads: int, batch: int,
     facts: dict[str, Any] = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": str(device),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_average_at_start": loadavg(),

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -60,3 +62,22 @@ def malloc_mode() -> str:
 #: At most this many images per forward of masked or noisy copies (SmoothGrad-CAM++, Score-CAM,
 #: attention fitting, every metric): the kit's one default for it.
 CHUNK_SIZE = 16
+
+
+def loadavg() -> str | None:
+    """The 1, 5 and 15 minute load averages (``/proc/loadavg``), or None."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -757,25 +757,6 @@ def _mode(text: str) -> Mode:
     return Mode(precision, rest == "compile")
 
 
-def _loadavg() -> str | None:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return None
-
-
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: one measurement, written as precision.csv / .md."""
     import datetime as dt
@@ -784,6 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data import load_images
     from .models import load_model
     from .paths import results_dir
+    from .perf import cpu_model, loadavg
 
     args = _parse(argv)
     if args.from_saved:
@@ -800,12 +782,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         params: dict[str, Any] = {"n_images": args.n_images, "split": args.split,
                                   "batch_size": args.batch_size, "methods": args.methods,
                                   "curve_steps": args.curve_steps}
-        load = _loadavg()
+        load = loadavg()
         start = time.perf_counter()
         result = measure(bb, dataset, modes, params, max_rounds=args.max_rounds)
         facts = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                 "cpu": _cpu_model(), "torch": torch.__version__,
-                 "load average at start": load, "load average at end": _loadavg(),
+                 "cpu": cpu_model(), "torch": torch.__version__,
+                 "load average at start": load, "load average at end": loadavg(),
                  "wall time": f"{(time.perf_counter() - start) / 60:.1f} min"}
         if args.save:
             with open(args.save, "wb") as f:
