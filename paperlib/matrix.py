@@ -331,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         record_cell(record_path, record)
         print(f"    {record['images']} images, compute {record['compute_seconds'] / 60:.1f} min",
               flush=True)
-    matrix = write_matrix(out, order, args.figures_dir)
+    # every finished cell, also those other processes ran (the default cells first)
+    everything = cells() + [c for c in order if c not in cells()]
+    matrix = write_matrix(out, everything, args.figures_dir)
     print(matrix_sentence(matrix))
     if args.output_dir is None:
         from .readme import main as readme_main

@@ -278,12 +278,11 @@ LAYER_ROLES = ("last", "earlier")
 #: An earlier target layer per black box, where the class score's gradient varies in space.
 #: At the default (last) layer only global average pooling and a linear classifier follow, so the
 #: gradient is one number per channel and Grad-CAM = XGrad-CAM = HiResCAM. EfficientNet-Lite:
-#: ``blocks.6``, the output of the last MBConv stage (320 channels, at the same resolution as
-#: ``bn2``: 7x7 for Lite0, 8x8 for Lite1/Lite2); between it and the pooling lie the head's 1x1
-#: convolution, batch norm and ReLU6, whose clamps make the gradient differ per position (tested:
-#: Grad-CAM != XGrad-CAM there). ResNet-50: ``layer3`` (14x14, before the last stage); VGG19:
-#: ``features.26`` (the ReLU after the last 3x3 conv of the fourth block, 28x28); GoogLeNet:
-#: ``inception4e`` (14x14).
+#: ``blocks.6``, the output of the last MBConv stage (320 channels, 352 for Lite2; the same
+#: resolution as ``bn2``); between it and the pooling lie the head's 1x1 convolution, batch norm
+#: and ReLU6, whose clamps make the gradient differ per position (tested: Grad-CAM != XGrad-CAM
+#: there). ResNet-50: ``layer3`` (14x14, before the last stage); VGG19: ``features.26`` (the ReLU
+#: after the last 3x3 conv of the fourth block, 28x28); GoogLeNet: ``inception4e`` (14x14).
 EARLIER_LAYERS: dict[str, str] = {"efficientnet_lite0": "blocks.6",
                                   "efficientnet_lite1": "blocks.6",
                                   "efficientnet_lite2": "blocks.6",
