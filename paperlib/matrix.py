@@ -37,20 +37,15 @@ from typing import Any
 
 import pandas as pd
 
-from . import schema
 from .evaluation import EvalSettings, paper_baselines, run_evaluation, variants
 from .models import LAYER_ROLES, MODEL_NAMES, layer_for
-from .tables import CLAIMS, write_table
+from .tables import HEADLINE, tally_verdicts, write_table
 
 __all__ = ["MATRIX_MODELS", "Cell", "cells", "matrix_methods", "run_cell", "record_cell",
            "claim_matrix", "holds", "matrix_sentence", "tally_table", "write_matrix", "main"]
 
 #: The black boxes of the matrix: the three available offline.
 MATRIX_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-#: The claim that decides whether "the paper's claim holds" for a variant in a cell.
-HEADLINE = (CLAIMS[schema.drop(schema.SOFT)][0], CLAIMS[schema.increase(schema.SOFT)][0])
-ORDER = ("better", "no significant difference", "worse")
-SHORT = {"better": "better", "no significant difference": "n.s.", "worse": "worse"}
 
 
 @dataclass(frozen=True)
@@ -164,11 +159,6 @@ def holds(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.DataFra
     return pd.DataFrame(out).reindex(list(dict.fromkeys(matrix["variant"])))
 
 
-def _tally(verdicts: pd.Series) -> str:
-    counts = verdicts.dropna().value_counts()
-    return ", ".join(f"{SHORT[v]} x{counts[v]}" for v in ORDER if v in counts) or "-"
-
-
 def tally_table(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
     """The compact view: one row per variant, one column per cell, each entry the tally of
     verdicts over the baselines per metric (``metrics``), e.g. ``AD worse x5; %Inc n.s. x5``."""
@@ -177,7 +167,8 @@ def tally_table(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.D
     for v, g in matrix.groupby("variant", sort=False):
         row = {"variant": v}
         for c in _cell_columns(matrix):
-            row[c] = "; ".join(f"{short.get(m, m)} {_tally(g.loc[g['metric'] == m, c])}"
+            row[c] = "; ".join(f"{short.get(m, m)} "
+                               f"{tally_verdicts(g.loc[g['metric'] == m, c]) or '-'}"
                                for m in metrics)
         rows.append(row)
     return pd.DataFrame(rows)

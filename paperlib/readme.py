@@ -26,7 +26,7 @@ from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .paths import REPO_ROOT, results_dir
 from .precision import SAFE_WIDTH_FRACTION, SPEEDUP_GOAL
 from .stats import bootstrap_ci
-from .tables import CLAIMS, READOUTS, claim_check, formatted
+from .tables import CLAIMS, HEADLINE, READOUTS, VERDICTS, claim_check, formatted, tally_verdicts
 
 __all__ = ["PLACEHOLDER", "blocks", "findings", "main", "replace_blocks", "results_markdown",
            "update", "write_results"]
@@ -39,8 +39,6 @@ ALPHA = inspect.signature(claim_check).parameters["alpha"].default
 LEVEL = inspect.signature(bootstrap_ci).parameters["level"].default
 #: Two methods tie when Average Drop and % Increase (percentage points) differ by at most this.
 TIE_TOLERANCE = 1e-4
-#: The paper's central claim: the attention module beats every baseline on these metrics.
-HEADLINE_METRICS = ("Average Drop", "% Increase")
 #: The variant whose parameters are fitted to each image on the quantity the metrics measure.
 PER_IMAGE = "attention-per-image"
 
@@ -118,7 +116,6 @@ def _table4_blocks(results: Path) -> str | None:
     return "\n\n".join(parts)
 
 
-_SHORT = {"no significant difference": "n.s."}
 
 
 def _claims(results: Path) -> str | None:
@@ -131,7 +128,7 @@ def _claims(results: Path) -> str | None:
     order = pd.MultiIndex.from_tuples(
         [(v, b) for v in _ordered(claims["variant"]) for b in _ordered(claims["baseline"])
          if (v, b) in wide.index], names=["variant", "baseline"])
-    wide = wide.reindex(order)[_ordered(claims["metric"])].fillna("").replace(_SHORT)
+    wide = wide.reindex(order)[_ordered(claims["metric"])].fillna("").replace(VERDICTS)
     legend = (f"*better* / *worse*: significant (Holm-adjusted p < {ALPHA}) in / against the "
               "direction the paper claims; *n.s.*: no significant difference.")
     caption = _caption(results, "claims")
@@ -229,7 +226,7 @@ def _claim_bullets(claims: pd.DataFrame, n_images: int | None = None) -> list[st
             f"Wilcoxon tests{on}: *better* / *worse* = significant (Holm-adjusted p < {ALPHA}) "
             "in / against the direction the paper claims.")
     out = [lead]
-    headline = [m for m in HEADLINE_METRICS if m in metrics]
+    headline = [m for m in HEADLINE if m in metrics]
     if headline:
         sub = claims[claims["metric"].isin(headline)]
         ok = [v for v in variants if (sub.loc[sub["variant"] == v, "verdict"] == "better").all()
@@ -362,11 +359,6 @@ def _paper(value: object) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{float(value):.2f}"  # type: ignore[arg-type]
 
 
-def _tally(verdicts: pd.Series) -> str:
-    counts = verdicts.replace(_SHORT).value_counts()
-    return ", ".join(f"{v} x{n}" for v, n in counts.items())
-
-
 def _verdict(results: Path) -> str | None:
     """Paper vs kit, Table 3, every baseline and every reading of the paper's method, with the
     claim check's tally per reading and the images needed to see the paper's gap."""
@@ -386,9 +378,9 @@ def _verdict(results: Path) -> str | None:
                "% Increase (kit)": _cell(r, "increase"),
                "% Increase (paper)": _paper(r.get("paper_increase"))}
         sub = claims[claims["variant"] == m]
-        for metric in HEADLINE_METRICS:
+        for metric in HEADLINE:
             verdicts = sub.loc[sub["metric"] == metric, "verdict"]
-            row[f"{metric} vs {len(baselines)} baselines"] = _tally(verdicts) if len(sub) else ""
+            row[f"{metric} vs {len(baselines)} baselines"] = tally_verdicts(verdicts)
         need = ""
         if pw is not None and len(sub):
             hit = pw[(pw["variant"] == m) & (pw["baseline"] == baselines[0])
@@ -434,7 +426,7 @@ def _seeds_bullet(seeds: pd.DataFrame) -> str:
         cells = [f"{r['metric']} {r['mean']:.2f} [{r['min']:.2f}, {r['max']:.2f}] vs Grad-CAM "
                  f"{r['gradcam']:.2f}, better for {r['better']}, worse for {r['worse']}, "
                  f"n.s. for {r['no significant difference']} of {r['seeds']} seeds"
-                 for _, r in sub.iterrows() if r["metric"] in HEADLINE_METRICS]
+                 for _, r in sub.iterrows() if r["metric"] in HEADLINE]
         parts.append(f"init `{init}`: " + "; ".join(cells))
     return ("`attention-untrained` (Eq. 6-7 never trained, mean [min, max] over seeds): "
             + " — ".join(parts) + ".")
@@ -449,7 +441,7 @@ def _protocol_bullet(changes: pd.DataFrame) -> str:
     if not len(changed):
         return text + "; none does."
     examples = [f"`{r['variant']}` vs `{r['baseline']}`, {r['metric']}: "
-                + ", ".join(f"{p} {_SHORT.get(r[p], r[p])}" for p in protocols)
+                + ", ".join(f"{p} {VERDICTS.get(r[p], r[p])}" for p in protocols)
                 for _, r in changed.head(3).iterrows()]
     return text + ", e.g. " + "; ".join(examples) + "."
 
@@ -548,18 +540,11 @@ def _readings(results: Path) -> str | None:
     """Bullets on the readings of the paper: SmoothGrad definitions, the untrained module,
     protocol sensitivity, power, Table 4's scale."""
     bullets = []
-    t3 = _csv(results / "table3.csv")
-    if t3 is not None:
-        bullets.append(_smoothgrad_bullet(t3))
-    seeds = _csv(results / "untrained_seeds.csv")
-    if seeds is not None:
-        bullets.append(_seeds_bullet(seeds))
-    changes = _csv(results / "protocol_verdicts.csv")
-    if changes is not None:
-        bullets.append(_protocol_bullet(changes))
-    pw = _csv(results / "power.csv")
-    if pw is not None:
-        bullets.append(_power_bullet(pw))
+    for name, bullet in (("table3.csv", _smoothgrad_bullet), ("untrained_seeds.csv", _seeds_bullet),
+                         ("protocol_verdicts.csv", _protocol_bullet), ("power.csv", _power_bullet)):
+        frame = _csv(results / name)
+        if frame is not None:
+            bullets.append(bullet(frame))
     scale = _read(results / "table4_scale_verdict.txt")
     if scale:
         bullets.append("Table 4 by scale: " + scale.strip())

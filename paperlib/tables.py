@@ -124,6 +124,19 @@ CLAIMS = {schema.drop(schema.SOFT): ("Average Drop", -1),
           schema.INSERTION_AUC: ("insertion AUC", +1)}
 
 
+#: The paper's headline claim: Table 3's two metrics (labels as in :data:`CLAIMS`).
+HEADLINE = (CLAIMS[schema.drop(schema.SOFT)][0], CLAIMS[schema.increase(schema.SOFT)][0])
+#: Verdicts in display order, with their short forms.
+VERDICTS = {"better": "better", "no significant difference": "n.s.", "worse": "worse"}
+
+
+def tally_verdicts(verdicts: pd.Series) -> str:
+    """``better x2, n.s. x1, worse x2``: how often each verdict occurs (missing ones skipped;
+    ``""`` when there is none)."""
+    counts = verdicts.dropna().value_counts()
+    return ", ".join(f"{short} x{counts[v]}" for v, short in VERDICTS.items() if v in counts)
+
+
 def claim_check(wt: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Does each variant beat each baseline as the paper claims? From :func:`wilcoxon_table`.
 
