@@ -178,19 +178,27 @@ def map_state_dict_by_order(source: Mapping[str, torch.Tensor],
     return mapped
 
 
-def _load_file(path: str | os.PathLike, name: str) -> OrderedDict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"{name}: weights file {path} does not exist")
+def read_state_dict(path: str | os.PathLike, what: str) -> OrderedDict[str, torch.Tensor]:
+    """A state dict from ``path`` (plain, or under ``state_dict`` / ``model`` /
+    ``state_dict_ema`` as training scripts save it; a ``module.`` prefix from DDP removed)."""
+    file = Path(path)
+    if not file.is_file():
+        raise WeightsNotFoundError(f"{what}: weights file {file} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types
-        raise WeightsNotFoundError(f"{name}: could not read weights file {path} ({exc}); expected "
-                                   "a PyTorch state dict saved with torch.save") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsNotFoundError(f"{name}: {path} does not hold a state dict of tensors")
+        raise WeightsNotFoundError(f"{what}: could not read weights file {file} ({exc}); "
+                                   "expected a PyTorch state dict saved with torch.save") from exc
+    if isinstance(state, dict):
+        for key in ("state_dict", "model", "state_dict_ema"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not state or \
+            not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsNotFoundError(f"{what}: {file} does not hold a state dict of tensors")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
     return OrderedDict(state)
 
 
@@ -201,7 +209,7 @@ def _build_lite(name: str, weights: str | os.PathLike | None) -> tuple[nn.Module
     if weights == "random":
         return net, "random"
     path = _lite_package_file(name) if weights is None else Path(weights)
-    state = _load_file(path, name)
+    state = read_state_dict(path, name)
     net.load_state_dict(map_state_dict_by_order(state, net.state_dict(), what=f"{name} ({path})"))
     return net, str(path)
 
@@ -225,11 +233,11 @@ def _torchvision_spec(name: str):
 def _torchvision_state(name: str, url: str, weights: str | os.PathLike | None,
                        download: bool) -> tuple[OrderedDict[str, torch.Tensor], str]:
     if weights is not None:
-        return _load_file(weights, name), str(weights)
+        return read_state_dict(weights, name), str(weights)
     filename = url.rsplit("/", 1)[-1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if cached.is_file():
-        return _load_file(cached, name), str(cached)
+        return read_state_dict(cached, name), str(cached)
     how = (f"put the torchvision file '{filename}' in {cached.parent} (the torch hub cache; "
            f"TORCH_HOME moves it), or pass weights='path/to/{filename}', or run once on a machine "
            f"that can reach {url}")

@@ -42,7 +42,6 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,6 +55,7 @@ from .models import (
     Normalize,
     WeightsNotFoundError,
     make_preprocess,
+    read_state_dict,
     resolve_device,
 )
 
@@ -350,30 +350,6 @@ def wrap_model(module: nn.Module, target_layer: str | nn.Module | None = None,
 # timm:<name>
 
 
-def _read_state_dict(path: str | os.PathLike, what: str) -> OrderedDict[str, torch.Tensor]:
-    """A state dict from ``path`` (plain, or under ``state_dict`` / ``model`` /
-    ``state_dict_ema`` as training scripts save it; a ``module.`` prefix from DDP removed)."""
-    file = Path(path)
-    if not file.is_file():
-        raise WeightsNotFoundError(f"{what}: weights file {file} does not exist")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise WeightsNotFoundError(f"{what}: could not read weights file {file} ({exc}); "
-                                   "expected a PyTorch state dict saved with torch.save") from exc
-    if isinstance(state, dict):
-        for key in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not state or \
-            not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsNotFoundError(f"{what}: {file} does not hold a state dict of tensors")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return OrderedDict(state)
-
-
 def _classifier_outputs(arch: str, state: dict[str, torch.Tensor]) -> int | None:
     """The number of classes of a state dict's classifier (timm's ``pretrained_cfg``), if found."""
     import timm
@@ -419,7 +395,7 @@ def load_timm(arch: str, weights: str | os.PathLike | None = None,
                       "only", stacklevel=3)
         net, source = timm.create_model(arch, pretrained=False), "random"
     else:
-        state = _read_state_dict(weights, what)
+        state = read_state_dict(weights, what)
         kwargs: dict[str, Any] = {}
         n = _classifier_outputs(arch, state)
         if n is not None:
