@@ -761,3 +761,31 @@ def explain(black_box: BlackBox, images: torch.Tensor, methods: Sequence[str] | 
     return Explanations(maps=maps, targets=p.targets, logits=p.logits, flat_images=flat_images,
                         forwards={m: p.forwards.get(m, 0) for m in methods}, low_res=low_res,
                         seconds=seconds)
+
+
+def option_type(default: Any) -> Any:
+    """The command-line parser of a setting whose default is ``default`` (booleans accept
+    1/true/yes/on; other scalars their own type; ``None`` a string; anything else JSON)."""
+    import json
+
+    if isinstance(default, bool):
+        return lambda text: text.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, (int, float, str)):
+        return type(default)
+    return str if default is None else json.loads
+
+
+def add_option_arguments(parser: Any, skip: Iterable[str] = ()) -> list[str]:
+    """One ``--option-name`` (default ``None``: the method's own) per option field of every
+    registered method, except ``skip``; returns the option names added. A new method's options
+    reach every command line this way, with no edit there."""
+    added = []
+    for option, owners in sorted(ExplainOptions.option_fields().items()):
+        if option in set(skip):
+            continue
+        value = getattr(METHODS[owners[0]].options(), option)
+        parser.add_argument("--" + option.replace("_", "-"), dest=option,
+                            type=option_type(value), default=None,
+                            help=f"option of {', '.join(owners)} (default {value!r})")
+        added.append(option)
+    return added

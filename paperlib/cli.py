@@ -39,7 +39,14 @@ import torch
 
 from . import schema
 from .attention import checkpoint_path
-from .cam import ExplainOptions, check_methods, default_methods, explain, method_label
+from .cam import (
+    ExplainOptions,
+    add_option_arguments,
+    check_methods,
+    default_methods,
+    explain,
+    method_label,
+)
 from .data import BadImageWarning, ImageDataset, Record, iter_batches
 from .masking import FILLS
 from .metrics import MetricConfig, evaluate_batch, image_rows
@@ -260,8 +267,8 @@ def run_explain(args: argparse.Namespace, log: TextIO | None = None) -> ExplainR
     check_overwrite(planned_files(out, out_names, methods), args.force)
     target = parse_target(args.target, names)
     flat_options: dict[str, Any] = {"seed": args.seed}
-    for key in ("smooth_samples", "scorecam_channels", "per_image_steps", "checkpoint"):
-        if getattr(args, key) is not None:
+    for key in ExplainOptions.option_fields():
+        if getattr(args, key, None) is not None:
             flat_options[key] = getattr(args, key)
     options = ExplainOptions.build(**flat_options)
     mconfig = MetricConfig(fill=args.fill, curve_steps=args.curve_steps) if args.metrics else None
@@ -421,14 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-steps", type=int, default=MetricConfig.curve_steps,
                    help="with --metrics: deletion / insertion steps, 0 for none (default "
                         "%(default)s)")
-    p.add_argument("--checkpoint", default=None, metavar="FILE",
-                   help="trained attention checkpoint for attention-trained / -per-image")
-    p.add_argument("--smooth-samples", type=int, default=None,
-                   help="SmoothGrad-CAM++ noisy copies (default: paperlib's)")
-    p.add_argument("--scorecam-channels", type=int, default=None,
-                   help="Score-CAM channel budget (default: paperlib's)")
-    p.add_argument("--per-image-steps", type=int, default=None,
-                   help="attention-per-image Adam steps (default: paperlib's)")
+    add_option_arguments(p, skip={"seed", "chunk_size"})  # --checkpoint, --smooth-samples...
     p.add_argument("--seed", type=int, default=0, help="seed of the random parts (default 0)")
     return parser
 

@@ -31,12 +31,11 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from . import distributed, tables
-from .cam import METHODS, ExplainOptions
+from .cam import METHODS, add_option_arguments, option_type
 from .data import load_images
 from .evaluation import EvalSettings, Evaluation, paper_baselines, run_evaluation, variants
 from .metrics import MetricConfig
@@ -58,14 +57,6 @@ def _n_images(text: str) -> int | None:
     if n < 1:
         raise argparse.ArgumentTypeError(f"--n-images takes a positive integer or 'all', got {n}")
     return n
-
-
-def _option_type(default: Any) -> Any:
-    if isinstance(default, bool):
-        return lambda text: text.lower() in ("1", "true", "yes", "on")
-    if isinstance(default, (int, float, str)):
-        return type(default)
-    return str if default is None else json.loads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,14 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         taken.add(f.name)
         value = getattr(MetricConfig(), f.name)
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_option_type(value),
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=option_type(value),
                        default=None, help=f"metric setting (default {value!r})")
-    for option, owners in sorted(ExplainOptions.option_fields().items()):
-        if option in taken:
-            continue
-        value = getattr(METHODS[owners[0]].options(), option)
-        p.add_argument("--" + option.replace("_", "-"), dest=option, type=_option_type(value),
-                       default=None, help=f"option of {', '.join(owners)} (default {value!r})")
+    add_option_arguments(p, skip=taken)
     return p
 
 
