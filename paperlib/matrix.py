@@ -174,20 +174,34 @@ def tally_table(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.D
     return pd.DataFrame(rows)
 
 
-def matrix_sentence(matrix: pd.DataFrame) -> str:
-    """Where, if anywhere, the paper's claim holds, in one or two sentences."""
+def _in_cells(chosen: Sequence[str], cells_: Sequence[str]) -> str:
+    """``chosen`` cells in words: all of them, all but a few, or the list."""
+    if list(chosen) == list(cells_) and len(cells_) > 1:
+        return "both cells" if len(cells_) == 2 else f"all {len(cells_)} cells"
+    rest = [c for c in cells_ if c not in chosen]
+    if rest and len(rest) < len(chosen):
+        return f"{len(chosen)} of {len(cells_)} cells (all but {', '.join(rest)})"
+    return ", ".join(chosen)
+
+
+def matrix_sentence(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> str:
+    """Where, if anywhere, the paper's claim holds, in two or three sentences: the cells where a
+    variant beats every baseline on both headline metrics, and, for each variant for which that
+    happens nowhere, the cells where it comes closest (most comparisons better)."""
     cells_ = _cell_columns(matrix)
     if not len(matrix) or not cells_:
         return "No cell of the claim matrix has been evaluated yet."
-    h = holds(matrix)
+    h = holds(matrix, metrics)
 
     def yes(v: str, c: str) -> bool:
         value = h.loc[v, c]
         return False if pd.isna(value) else bool(value)
 
     n_base = matrix["baseline"].nunique()
-    where = [f"`{v}` in {', '.join(c for c in cells_ if yes(v, c))}"
-             for v in h.index if any(yes(v, c) for c in cells_)]
+    claim = (f"better than all {n_base} baselines on both Average Drop and % Increase, "
+             "Holm-adjusted paired Wilcoxon tests, alpha 0.05")
+    where = {v: [c for c in cells_ if yes(v, c)] for v in h.index}
+    where = {v: cs for v, cs in where.items() if cs}
     scope = f"{len(cells_)} cell{'s' if len(cells_) != 1 else ''} ({', '.join(cells_)})"
     if not where:
         text = (f"In none of the {scope} does any reading of the paper's method beat all "
@@ -195,12 +209,21 @@ def matrix_sentence(matrix: pd.DataFrame) -> str:
                 "Wilcoxon tests, alpha 0.05): the negative verdict does not depend on the black "
                 "box or the layer.")
     else:
-        text = (f"Of the {scope}, the paper's claim (better than all {n_base} baselines on both "
-                f"Average Drop and % Increase, Holm-adjusted paired Wilcoxon tests, alpha 0.05) "
-                f"holds for {'; '.join(where)}; for every other variant and cell it does not.")
-    never = [v for v in h.index if not any(yes(v, c) for c in cells_)]
-    if where and never:
-        text += f" It holds in no cell for {', '.join(f'`{v}`' for v in never)}."
+        text = (f"Of the {scope}, the paper's claim ({claim}) holds for "
+                + "; ".join(f"`{v}` in {_in_cells(cs, cells_)}" for v, cs in where.items())
+                + ("; for no other variant in any cell." if len(where) < len(h) else "."))
+    never = [v for v in h.index if v not in where]
+    if never:
+        head = matrix[matrix["metric"].isin(metrics)]
+        closest = []
+        for v in never:
+            rows = head[head["variant"] == v]
+            won = (rows[cells_] == "better").sum()
+            best = [c for c in cells_ if won[c] == won.max()]
+            closest.append(f"`{v}` {int(won.max())} of {len(rows)} in {_in_cells(best, cells_)}"
+                           if won.max() else f"`{v}` none in any cell")
+        text += (" Where each other variant comes closest (the Average Drop and % Increase "
+                 "comparisons it wins, of those in one cell): " + "; ".join(closest) + ".")
     return text
 
 

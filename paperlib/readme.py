@@ -527,8 +527,11 @@ def _matrix(results: Path) -> str | None:
              "Holm-adjusted paired Wilcoxon tests within each cell."]
     cells = _read(results / "matrix" / "cells.json")
     if cells:
-        times = ", ".join(f"{name} {r['compute_seconds'] / 60:.0f} min"
-                          for name, r in json.loads(cells).items())
+        records = json.loads(cells)
+        order = [c for c in tally.columns if c in records] + \
+            [c for c in records if c not in tally.columns]
+        times = ", ".join(f"{name} {records[name]['compute_seconds'] / 60:.0f} min"
+                          for name in order)
         parts[-1] += f" Compute time per cell: {times}."
     parts[-1] += (" Every comparison (each baseline; also the top-20% read-out and deletion / "
                   "insertion AUC): [`results/claim_matrix.md`](results/claim_matrix.md), "

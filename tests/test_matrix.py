@@ -58,8 +58,17 @@ def test_holds_tally_and_sentence_give_the_expected_verdicts(hand_made):
     assert t.loc["per-image", "A @ last"] == "AD better x2; %Inc better x2"
     assert t.loc["per-image", "B @ earlier"] == "AD better x2; %Inc better x1, n.s. x1"
     text = matrix.matrix_sentence(m)
-    assert "holds for `per-image` in A @ last;" in text
-    assert "It holds in no cell for `fixed`." in text
+    assert "holds for `per-image` in A @ last; for no other variant in any cell." in text
+    # fixed wins one of its 4 headline comparisons (% Increase vs gcpp) in both cells
+    assert text.endswith("of those in one cell): `fixed` 1 of 4 in both cells.")
+    everywhere = matrix.claim_matrix({"A @ last": hand_made["A @ last"],
+                                      "C @ last": hand_made["A @ last"],
+                                      "B @ earlier": hand_made["B @ earlier"]})
+    assert ("`per-image` in 2 of 3 cells (all but B @ earlier)"
+            in matrix.matrix_sentence(everywhere))
+    nowhere = matrix.claim_matrix({"A @ last": _claims({("fixed", "gc", AD): "worse",
+                                                        ("fixed", "gc", INC): "worse"})})
+    assert matrix.matrix_sentence(nowhere).endswith("`fixed` none in any cell.")
     # nowhere: the sentence says the verdict does not depend on black box or layer
     none = matrix.claim_matrix({"A @ last": _claims({("fixed", "gc", AD): "worse",
                                                      ("fixed", "gc", INC): "better"})})
