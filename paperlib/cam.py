@@ -779,9 +779,9 @@ def add_option_arguments(parser: Any, skip: Iterable[str] = ()) -> list[str]:
     """One ``--option-name`` (default ``None``: the method's own) per option field of every
     registered method, except ``skip``; returns the option names added. A new method's options
     reach every command line this way, with no edit there."""
-    added = []
+    added, skip = [], set(skip)
     for option, owners in sorted(ExplainOptions.option_fields().items()):
-        if option in set(skip):
+        if option in skip:
             continue
         value = getattr(METHODS[owners[0]].options(), option)
         parser.add_argument("--" + option.replace("_", "-"), dest=option,

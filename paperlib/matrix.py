@@ -39,7 +39,7 @@ import pandas as pd
 
 from .evaluation import EvalSettings, paper_baselines, run_evaluation, variants
 from .models import LAYER_ROLES, MODEL_NAMES, layer_for
-from .tables import HEADLINE, tally_verdicts, write_table
+from .tables import HEADLINE, claim_holds, tally_verdicts, write_table
 
 __all__ = ["MATRIX_MODELS", "Cell", "cells", "matrix_methods", "run_cell", "record_cell",
            "claim_matrix", "holds", "matrix_sentence", "tally_table", "write_matrix", "main"]
@@ -147,15 +147,14 @@ def _cell_columns(matrix: pd.DataFrame) -> list[str]:
 
 
 def holds(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
-    """Per variant and cell: does the paper's claim hold, i.e. is the variant *better* than every
-    baseline on every one of ``metrics`` (Average Drop and % Increase)? Rows variant, columns
-    the cells, values True / False (NaN where the cell lacks the variant)."""
-    sub = matrix[matrix["metric"].isin(metrics)]
+    """Per variant and cell: does the paper's claim hold (:func:`paperlib.tables.claim_holds`:
+    *better* than every baseline on every one of ``metrics``, Average Drop and % Increase)? Rows
+    variant, columns the cells, values True / False (NaN where the cell lacks the variant)."""
     out = {}
     for cell in _cell_columns(matrix):
-        col = sub[["variant", cell]].dropna()
-        out[cell] = col.groupby("variant", sort=False)[cell].agg(
-            lambda v: bool((v == "better").all()))
+        claims = matrix[["variant", "baseline", "metric", cell]].rename(
+            columns={cell: "verdict"}).dropna(subset=["verdict"])
+        out[cell] = claim_holds(claims, metrics)
     return pd.DataFrame(out).reindex(list(dict.fromkeys(matrix["variant"])))
 
 

@@ -26,7 +26,16 @@ from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .paths import REPO_ROOT, results_dir
 from .precision import SAFE_WIDTH_FRACTION, SPEEDUP_GOAL
 from .stats import bootstrap_ci
-from .tables import CLAIMS, HEADLINE, READOUTS, VERDICTS, claim_check, formatted, tally_verdicts
+from .tables import (
+    CLAIMS,
+    HEADLINE,
+    READOUTS,
+    VERDICTS,
+    claim_check,
+    claim_holds,
+    formatted,
+    tally_verdicts,
+)
 
 __all__ = ["PLACEHOLDER", "blocks", "findings", "main", "replace_blocks", "results_markdown",
            "update", "write_results"]
@@ -114,8 +123,6 @@ def _table4_blocks(results: Path) -> str | None:
     parts.append("**The paper's rows** (read-out undefined; `ours` is its attention method)\n\n"
                  + paper.to_markdown(index=False, floatfmt=".4f"))
     return "\n\n".join(parts)
-
-
 
 
 def _claims(results: Path) -> str | None:
@@ -228,9 +235,8 @@ def _claim_bullets(claims: pd.DataFrame, n_images: int | None = None) -> list[st
     out = [lead]
     headline = [m for m in HEADLINE if m in metrics]
     if headline:
-        sub = claims[claims["metric"].isin(headline)]
-        ok = [v for v in variants if (sub.loc[sub["variant"] == v, "verdict"] == "better").all()
-              and len(sub[sub["variant"] == v]) == len(headline) * len(baselines)]
+        holds = claim_holds(claims)
+        ok = [v for v in variants if holds[v]]
         not_ok = [v for v in variants if v not in ok]
         sentence = (f"The paper's claim (a better {' and '.join(headline)} than every baseline) "
                     f"holds for {_names(ok) if ok else 'no variant'}")

@@ -19,9 +19,9 @@ from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .schema import READOUTS
 from .stats import bootstrap_ci, holm, paired_wilcoxon
 
-__all__ = ["READOUTS", "claim_check", "curves_table", "formatted", "paper_column",
-           "scale_verdict", "table3", "table4", "table4_scale", "trend_check", "wilcoxon_table",
-           "write_table"]
+__all__ = ["HEADLINE", "READOUTS", "VERDICTS", "claim_check", "claim_holds", "curves_table",
+           "formatted", "paper_column", "scale_verdict", "table3", "table4", "table4_scale",
+           "tally_verdicts", "trend_check", "wilcoxon_table", "write_table"]
 
 
 
@@ -135,6 +135,18 @@ def tally_verdicts(verdicts: pd.Series) -> str:
     ``""`` when there is none)."""
     counts = verdicts.dropna().value_counts()
     return ", ".join(f"{short} x{counts[v]}" for v, short in VERDICTS.items() if v in counts)
+
+
+def claim_holds(claims: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.Series:
+    """Per variant of a :func:`claim_check` frame (in order of appearance): does the paper's
+    claim hold, i.e. is the variant *better* than every baseline of the frame on every one of
+    ``metrics`` that the frame holds, with no comparison missing?"""
+    present = [m for m in metrics if m in set(claims["metric"])]
+    sub = claims[claims["metric"].isin(present)]
+    need = len(present) * claims["baseline"].nunique()
+    ok = sub.groupby("variant", sort=False)["verdict"].agg(
+        lambda v: len(v) == need and bool((v == "better").all()))
+    return ok.reindex(list(dict.fromkeys(claims["variant"])), fill_value=False).astype(bool)
 
 
 def claim_check(wt: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:

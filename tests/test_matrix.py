@@ -76,6 +76,18 @@ def test_holds_tally_and_sentence_give_the_expected_verdicts(hand_made):
     assert matrix.matrix_sentence(matrix.claim_matrix({})) .startswith("No cell")
 
 
+def test_the_claim_needs_every_headline_comparison(hand_made):
+    """A variant better in every comparison it has, but missing one headline comparison, does not
+    meet the claim (one definition, tables.claim_holds, for the matrix and the README)."""
+    from paperlib.tables import claim_holds
+
+    a = hand_made["A @ last"]
+    assert claim_holds(a).to_dict() == {"per-image": True, "fixed": False}
+    gap = a[~((a["variant"] == "per-image") & (a["baseline"] == "gcpp") & (a["metric"] == INC))]
+    assert claim_holds(gap).to_dict() == {"per-image": False, "fixed": False}
+    assert matrix.holds(matrix.claim_matrix({"A @ last": gap})).loc["per-image"].tolist() == [False]
+
+
 def test_cells_and_layer_roles():
     cs = matrix.cells()
     assert len(cs) == 6 and cs[0].name == "efficientnet_lite0 @ last"
