@@ -1,9 +1,17 @@
 """Sharded runs: the process-group helpers, and ``torchrun -m paperlib.evaluate`` on 2 CPU
 processes (gloo) writing the same tables, to the last digit, as one process -- also after a
-rank was killed and the run resumed from the shards."""
+rank was killed and the run resumed from the shards.
+
+Every rank writes its own files, which the tests read: torchrun redirects each rank's stdout and
+stderr to ``<logs>/<run id>/attempt_0/<rank>/std{out,err}.log`` (``--redirects 3``), and the
+accuracy script writes each rank's rows to ``rows.rank<r>.json``. Nothing parses a pipe that
+both ranks write into (their lines interleave on a busy machine). ``--standalone`` rendezvous
+on ``localhost:0``: the OS gives each run a free port, which torchrun binds once and the ranks
+share (no port chosen by the test that another process could take in between)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -24,6 +32,9 @@ ARGS = ["--n-images", "8", "--methods", "gradcam", "xgradcam", "--curve-steps", 
         "--batch-size", "2", "--model-name", "efficientnet_lite0", "--no-progress"]
 TABLES = ["table3.csv", "table4.csv", "deletion_insertion.csv"]
 REPO = Path(__file__).resolve().parent.parent
+#: Seconds a run may take before the test fails: only a hang takes this long (one run takes
+#: ~20 s on an idle 2-core CPU; a loaded machine may slow it several times).
+TIMEOUT = 1800
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,8 +80,9 @@ def test_timeout_from_the_environment(monkeypatch):
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PAPERLIB_PROGRESS_LOG",
-                                                            "WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "PAPERLIB_PROGRESS_LOG", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT",
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE")}
     # one thread per process in both runs: thread counts change float rounding (not batches)
     env.update(PAPERLIB_DATA=str(data_dir), PAPERLIB_OFFLINE="1", OMP_NUM_THREADS="1")
     return env
@@ -79,17 +91,40 @@ def _env(data_dir: Path) -> dict[str, str]:
 def _single(out: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "paperlib.evaluate", *ARGS, *extra,
                            "--output-dir", str(out)], env=_env(data_dir), cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def _torchrun(out: Path, data_dir: Path) -> list[str]:
+def _torchrun(logs: Path, *entry: str) -> list[str]:
+    """torchrun on 2 CPU processes, each rank's stdout and stderr in its own file under ``logs``
+    (:func:`_rank_log`)."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            "-m", "paperlib.evaluate", *ARGS, "--output-dir", str(out)]
+            "--log-dir", str(logs), "--redirects", "3", *entry]
+
+
+def _evaluate(out: Path, logs: Path) -> list[str]:
+    return _torchrun(logs, "-m", "paperlib.evaluate", *ARGS, "--output-dir", str(out))
+
+
+def _rank_log(logs: Path, rank: int, stream: str = "stdout") -> str:
+    """What ``rank`` wrote to ``stream`` in the one torchrun run logged under ``logs``."""
+    (path,) = logs.glob(f"*/attempt_0/{rank}/{stream}.log")
+    return path.read_text()
+
+
+def _all_logs(logs: Path) -> str:
+    return "".join(f"\n--- {p.relative_to(logs)}\n{p.read_text()}"
+                   for p in sorted(logs.glob("*/attempt_*/*/std*.log")))
 
 
 def _check(run: subprocess.CompletedProcess) -> str:
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stdout
+
+
+def _check_ranks(run: subprocess.CompletedProcess, logs: Path) -> str:
+    """Rank 0's stdout of a torchrun run that succeeded."""
+    assert run.returncode == 0, run.stdout + run.stderr + _all_logs(logs)
+    return _rank_log(logs, 0)
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +137,11 @@ def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_two_processes_write_the_same_tables_as_one(reference, data_dir, tmp_path):
-    out = tmp_path / "two"
-    run = subprocess.run(_torchrun(out, data_dir), env=_env(data_dir), cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
-    assert "2 process(es)" in _check(run)
+    out, logs = tmp_path / "two", tmp_path / "logs"
+    run = subprocess.run(_evaluate(out, logs), env=_env(data_dir), cwd=REPO,
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert "2 process(es)" in _check_ranks(run, logs)
+    assert _rank_log(logs, 1) == ""                                  # rank 0 alone reports
     for name in TABLES:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     with ResultsStore(out / "cache" / "eval.sqlite") as store:
@@ -135,48 +171,58 @@ def _rank_pid(parent: int, rank: int) -> int | None:
     return None
 
 
-def _batches(shard: Path) -> int:
+def _batches(shard: Path, wait: float = 60) -> int | None:
+    """Batches committed to the rollback-journal ``shard`` (``None`` while a writer holds its
+    lock longer than ``wait`` seconds). A read-write connection: it rolls back the hot journal
+    of a rank killed inside a transaction, as the merge does, before counting."""
     try:
-        with sqlite3.connect(f"file:{shard}?mode=ro", uri=True, timeout=30) as con:
+        with contextlib.closing(sqlite3.connect(shard, timeout=wait)) as con:
             return con.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
     except sqlite3.Error:
-        return 0
+        return None
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_a_killed_rank_loses_only_its_batch_in_flight(reference, data_dir, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_torchrun(out, data_dir), env=_env(data_dir), cwd=REPO,
+    logs = tmp_path / "logs-killed"
+    proc = subprocess.Popen(_evaluate(out, logs), env=_env(data_dir), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     shards = out / "cache" / "eval.shards"
     killed = False
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline and proc.poll() is None:
             found = list(shards.glob("*.rank1.sqlite")) if shards.is_dir() else []
             pid = _rank_pid(proc.pid, 1)
-            if found and pid is not None and _batches(found[0]) >= 1:
-                os.kill(pid, signal.SIGKILL)      # rank 1 dies in its second batch
-                killed = True
-                break
+            if found and pid is not None:
+                # rank 1 stopped while its shard is counted: it cannot commit a second batch
+                # between the count and the kill, however slowly this loop is scheduled
+                os.kill(pid, signal.SIGSTOP)
+                if _batches(found[0], wait=0.5) == 1:
+                    os.kill(pid, signal.SIGKILL)      # rank 1 dies in its second batch
+                    killed = True
+                    break
+                os.kill(pid, signal.SIGCONT)
             time.sleep(0.05)
-        log, _ = proc.communicate(timeout=120)
+        log, _ = proc.communicate(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert killed, log
-    assert proc.returncode != 0, log
+    assert killed, log + _all_logs(logs)
+    assert proc.returncode != 0, log + _all_logs(logs)
     kept = {p.name.split(".")[1]: _batches(p) for p in shards.glob("*.sqlite")}
-    assert kept["rank1"] == 1 and kept["rank0"] <= 2, kept           # whole batches only
+    assert kept["rank1"] == 1 and kept["rank0"] in (0, 1, 2), kept   # whole batches only
     with ResultsStore(out / "cache" / "eval.sqlite") as store:
         (key,) = store.runs()
         assert store.count(key) == 0              # nothing merged: rank 0 never got there
     with ResultsStore(next(shards.glob("*.rank1.sqlite")), wal=False) as shard:
         first_batch = shard.batches(key)
 
-    resumed = subprocess.run(_torchrun(out, data_dir), env=_env(data_dir), cwd=REPO,
-                             capture_output=True, text=True, timeout=600)
-    assert "8 images x 2 methods (16 rows" in _check(resumed)
+    logs = tmp_path / "logs-resumed"
+    resumed = subprocess.run(_evaluate(out, logs), env=_env(data_dir), cwd=REPO,
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert "8 images x 2 methods (16 rows" in _check_ranks(resumed, logs)
     for name in TABLES:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     with ResultsStore(out / "cache" / "eval.sqlite") as store:
@@ -189,13 +235,15 @@ def test_a_killed_rank_loses_only_its_batch_in_flight(reference, data_dir, tmp_p
 
 ACCURACY_SCRIPT = """
 import json, sys
+from pathlib import Path
 from paperlib import distributed, load_images, load_model
 from paperlib.model_selection import accuracy_rows
 
 distributed.init("cpu")
 frame = accuracy_rows(load_model("efficientnet_lite0", device="cpu"),
                       load_images().subset(10), 3, sys.argv[1], progress=False)
-print("ROWS", distributed.rank(), json.dumps(frame.astype(object).values.tolist()), flush=True)
+rows = Path(sys.argv[2]) / f"rows.rank{distributed.rank()}.json"
+rows.write_text(json.dumps(frame.astype(object).values.tolist()))
 distributed.shutdown()
 """
 
@@ -205,13 +253,12 @@ def test_the_accuracy_table_runs_sharded(data_dir, tmp_path, lite0, sample_datas
 
     script = tmp_path / "accuracy.py"
     script.write_text(ACCURACY_SCRIPT)
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node=2", str(script), str(tmp_path / "two")],
+    logs = tmp_path / "logs"
+    run = subprocess.run([*_torchrun(logs, str(script), str(tmp_path / "two"), str(tmp_path))],
                          env=_env(data_dir), cwd=REPO, capture_output=True, text=True,
-                         timeout=600)
-    out = _check(run)
-    rows = {int(line.split()[1]): json.loads(line.split(" ", 2)[2])
-            for line in out.splitlines() if line.startswith("ROWS ")}
+                         timeout=TIMEOUT)
+    _check_ranks(run, logs)
+    rows = {r: json.loads((tmp_path / f"rows.rank{r}.json").read_text()) for r in (0, 1)}
     single = accuracy_rows(lite0, sample_dataset.subset(10), 3, tmp_path / "one",
                            progress=False)
     assert rows[0] == rows[1] == single.astype(object).values.tolist()   # every rank, all rows
