@@ -58,7 +58,7 @@ def test_cli_defaults_are_paperlibs():
 def test_script_runs_standalone():
     """Run as a script, bench_cam.py finds its sibling modules."""
     out = subprocess.run([sys.executable, str(BENCH / "bench_cam.py"), "--help"],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr
     assert "--full-scorecam" in out.stdout and "--malloc" in out.stdout
 

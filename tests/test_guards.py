@@ -617,7 +617,7 @@ def test_the_cli_prints_one_message_and_no_traceback(tmp_path: Path):
             "runpy.run_module('paperlib.download', run_name='__main__')\n")
     env = {"PATH": "/usr/bin:/bin", "PAPERLIB_DATA": str(dest), "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=REPO_ROOT, timeout=120)
+                          cwd=REPO_ROOT, timeout=900)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert proc.stderr == (f"error: {OFFLINE}\nImages expected in: {dest} (from "

@@ -129,7 +129,7 @@ def test_tail_prints_appended_lines_indented(tmp_path: Path, capsys: pytest.Capt
         time.sleep(0.1)
         f.write(" | 0:02 elapsed | ~0:00 left\n")
     stop.set()
-    thread.join(timeout=5)
+    thread.join(timeout=120)
     assert not thread.is_alive()
     assert capsys.readouterr().out.splitlines() == [
         "    evaluation: 0/8 img | 0:00 elapsed | ~? left",

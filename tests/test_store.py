@@ -189,7 +189,7 @@ def test_sigkill_during_writes_leaves_only_whole_batches(tmp_path):
     _store(path).close()
     proc = subprocess.Popen([sys.executable, "-c", WRITE_FOREVER, str(path)])
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             with sqlite3.connect(path, timeout=30) as con:
                 if con.execute("SELECT COUNT(*) FROM batches").fetchone()[0] >= 5:
