@@ -61,7 +61,7 @@ def machine_facts(device: torch.device, threads: int, batch: int,
                   bb: paperlib.BlackBox) -> dict[str, Any]:
     """Hardware, software versions, load and the black box: the report's header and JSON."""
     facts: dict[str, Any] = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "device": str(device),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),

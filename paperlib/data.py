@@ -99,9 +99,9 @@ def read_rgb(path: str | os.PathLike) -> Image.Image:
 
     Raises ``OSError``/``ValueError`` for anything that is not a readable image.
     """
-    with Image.open(path) as im:
-        im.load()  # force the decode now: truncated files fail here, not later
-        im = ImageOps.exif_transpose(im)
+    with Image.open(path) as opened:
+        opened.load()  # force the decode now: truncated files fail here, not later
+        im: Image.Image = ImageOps.exif_transpose(opened)
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             arr = np.asarray(im, dtype=np.float64)
             top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0

@@ -785,7 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load = loadavg()
         start = time.perf_counter()
         result = measure(bb, dataset, modes, params, max_rounds=args.max_rounds)
-        facts = {"date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        facts = {"date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                  "cpu": cpu_model(), "torch": torch.__version__,
                  "load average at start": load, "load average at end": loadavg(),
                  "wall time": f"{(time.perf_counter() - start) / 60:.1f} min"}

@@ -1,34 +1,135 @@
-"""The conda description and pyproject.toml list the same packages with the same bounds."""
+"""The declared environment is the true one: the conda description and pyproject.toml list the
+same packages with the same bounds, one Python floor holds everywhere, and every third-party
+module the kit imports comes from a declared distribution."""
 
+import ast
+import importlib.metadata
+import json
 import re
+import sys
+import tomllib
 from pathlib import Path
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Folders whose Python files (and notebooks' code cells) are scanned for imports.
+SOURCES = ["paperlib", "tests", "benchmarks", "notebooks"]
 
 
 def _split(spec: str) -> tuple[str, str]:
     name = re.match(r"^[A-Za-z0-9_.\-]+", spec).group(0)
-    return name.lower().replace("_", "-"), spec[len(name):].replace(" ", "")
+    return _normal(name), spec[len(name):].replace(" ", "")
+
+
+def _normal(name: str) -> str:
+    """A distribution name as PEP 503 compares them (``PyYAML`` = ``pyyaml``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _declared() -> dict[str, str]:
+    project = _project()["project"]
+    return dict(_split(s) for s in
+                project["dependencies"] + project["optional-dependencies"]["test"])
+
+
+def _conda() -> dict:
+    return yaml.safe_load((ROOT / "environment.yml").read_text())
 
 
 def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(_split(s) for s in
-                  project["dependencies"] + project["optional-dependencies"]["test"])
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
     listed = {}
-    for dep in env["dependencies"]:
+    for dep in _conda()["dependencies"]:
         if isinstance(dep, dict):
             listed.update(_split(s) for s in dep["pip"] if not s.startswith("-e"))
         elif not dep.startswith(("python=", "pip")) or dep.startswith("pip "):
             listed.update([_split(dep)])
-    assert listed == wanted
+    assert listed == _declared()
 
 
 def test_environment_installs_the_kit_itself():
-    env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    pip = next(d["pip"] for d in _conda()["dependencies"] if isinstance(d, dict))
     assert "-e ." in pip
+
+
+def test_one_python_floor_everywhere():
+    """``requires-python``, ruff's and mypy's target, the conda environment and the README say
+    the same version, and this interpreter meets it (the tests use ``tomllib``: 3.11)."""
+    config = _project()
+    assert config["project"]["requires-python"] == ">=3.11"
+    assert config["tool"]["ruff"]["target-version"] == "py311"
+    assert config["tool"]["mypy"]["python_version"] == "3.11"
+    assert "python=3.11" in _conda()["dependencies"]
+    assert "Python 3.11" in (ROOT / "README.md").read_text()
+    assert sys.version_info >= (3, 11)
+
+
+def _imported(tree: ast.AST) -> set[str]:
+    """Top-level names of the absolute imports anywhere in ``tree`` (inside functions too)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _code_cells(notebook: Path) -> str:
+    """A notebook's code cells as one module, IPython magics and shell lines left out."""
+    cells = json.loads(notebook.read_text())["cells"]
+    lines = [line for c in cells if c["cell_type"] == "code"
+             for line in "".join(c["source"]).splitlines()
+             if not line.lstrip().startswith(("%", "!"))]
+    return "\n".join(lines)
+
+
+def _imports_by_module() -> dict[str, set[str]]:
+    """Every imported top-level module -> the files (relative to the repository) importing it."""
+    found: dict[str, set[str]] = {}
+    for folder in SOURCES:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix == ".py":
+                source = path.read_text()
+            elif path.suffix == ".ipynb" and ".ipynb_checkpoints" not in path.parts:
+                source = _code_cells(path)
+            else:
+                continue
+            for name in _imported(ast.parse(source, filename=str(path))):
+                found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def _local_modules() -> set[str]:
+    """The kit itself and the scripts' sibling modules (``benchmarks/harness.py``, ...)."""
+    return {"paperlib"} | {p.stem for folder in SOURCES for p in (ROOT / folder).glob("*.py")}
+
+
+def test_the_import_scan_sees_what_it_must():
+    found = _imports_by_module()
+    assert {"torch", "numpy", "PIL", "yaml", "pytorch_grad_cam", "cv2", "nbformat"} <= set(found)
+    assert "tests/test_environment.py" in found["yaml"]
+    assert "paperlib/reproduce.py" in found["nbformat"]   # imported inside a function
+    assert {"harness", "configs"} <= _local_modules()
+
+
+def test_every_imported_third_party_module_is_declared():
+    """Each module imported by paperlib/, tests/, benchmarks/ and the notebooks that is neither the
+    standard library nor the kit's own comes from a distribution listed in pyproject.toml (the
+    installed metadata maps import names to distributions: ``yaml`` -> PyYAML, ``PIL`` ->
+    pillow, ``cv2`` -> opencv-python-headless)."""
+    declared = set(_declared())
+    providers = importlib.metadata.packages_distributions()
+    local = _local_modules()
+    undeclared = {}
+    for module, files in sorted(_imports_by_module().items()):
+        if module in sys.stdlib_module_names or module in local or module == "__future__":
+            continue
+        dists = {_normal(d) for d in providers.get(module, [])}
+        if not dists & declared:
+            undeclared[module] = (sorted(dists) or "not installed", sorted(files)[:3])
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
