@@ -169,15 +169,15 @@ def test_row_schema_names_every_column_the_evaluation_writes(lite0, sample_datas
 
 
 def test_the_results_key_covers_every_module_without_a_list(tmp_path, monkeypatch):
-    from paperlib import results
+    from paperlib import fingerprint
 
     fake = tmp_path / "pkg"
     (fake / "sub").mkdir(parents=True)
     (fake / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(results, "PACKAGE_DIR", fake)
-    first = results.code_fingerprint()
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", fake)
+    first = fingerprint.code_fingerprint()
     (fake / "sub" / "new_module.py").write_text("y = 2\n")     # a module nobody listed
-    assert results.code_fingerprint() != first
+    assert fingerprint.code_fingerprint() != first
 
 
 # Modules in the order data flows; a module may import only modules before it.
