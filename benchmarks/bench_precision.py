@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed of the metrics' fast forwards (paperlib.precision) against fp32 eager, in the same run.
+"""Speed of the metrics' fast forwards (paperlib.forward) against fp32 eager, in the same run.
 
 Two rows per mode: the **metric forwards** alone (``paperlib.metrics.score_inputs`` over a set of
 masked copies of the batch in chunks of ``chunk_size``, as ``evaluate_batch`` sends them) and a
@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import paperlib  # noqa: E402
-from paperlib import masking, metrics, precision  # noqa: E402
+from paperlib import forward, masking, metrics, precision  # noqa: E402
 from paperlib.perf import CHUNK_SIZE  # noqa: E402
 
 #: The modes timed on every device, then the CUDA-only ones.
@@ -132,8 +132,8 @@ def build(bb: paperlib.BlackBox, x: torch.Tensor, args: argparse.Namespace,
                 for s in range(0, n, cfg.chunk_size):
                     sl = slice(s, min(s + cfg.chunk_size, n))
                     if dynamic:
-                        p = precision.fast_probabilities(bb.model, copies[sl], cfg.precision,
-                                                         True, cfg.chunk_size, dynamic=True)
+                        p = forward.fast_probabilities(bb.model, copies[sl], cfg.precision,
+                                                       True, cfg.chunk_size, dynamic=True)
                         probs.append(p.gather(1, copy_targets[sl].view(-1, 1)).view(-1))
                     else:
                         probs.append(metrics.score_inputs(bb, copies[sl], copy_targets[sl],

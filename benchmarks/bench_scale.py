@@ -54,7 +54,8 @@ import harness  # noqa: E402
 from paperlib import iter_batches, load_images, load_model  # noqa: E402
 from paperlib.cam import default_methods  # noqa: E402
 from paperlib.evaluation import EvalSettings, run_evaluation  # noqa: E402
-from paperlib.results import ResultsCache, ResultsStore  # noqa: E402
+from paperlib.runs import ResultsCache  # noqa: E402
+from paperlib.store import ResultsStore  # noqa: E402
 
 #: ImageNet-1k's validation set.
 IMAGENET_VAL = 50_000

@@ -13,14 +13,18 @@ tables and figures. Each step is a module:
 - :mod:`paperlib.cam`       -- the method registry and :func:`explain`: every method from one pass
 - :mod:`paperlib.attention` -- the paper's channel + spatial attention over Grad-CAM's terms
 - :mod:`paperlib.schema`    -- the per-image row: one definition of the result columns
+- :mod:`paperlib.forward`   -- the metrics' opt-in fast forwards (bf16 / TF32 / fp16, compiled)
 - :mod:`paperlib.metrics`   -- Average Drop, % Increase, percentage-in, deletion/insertion
 - :mod:`paperlib.evaluation` -- the settings (explain options + metric config) and the run
 - :mod:`paperlib.stats`     -- bootstrap intervals, paired Wilcoxon tests
-- :mod:`paperlib.results`   -- the SQLite results store (resumable, one transaction per batch)
+- :mod:`paperlib.fingerprint`, :mod:`paperlib.atomic` -- results keys (config and code hashes),
+  atomic file writes
+- :mod:`paperlib.store`     -- the SQLite results store (one transaction per batch)
+- :mod:`paperlib.runs`      -- the run ledger: a run's key, what is still to do, torchrun shards
 - :mod:`paperlib.tables`, :mod:`paperlib.plots` -- tables and figures
 - :mod:`paperlib.paper_reference` -- every cell of the paper's Tables 2-4
 - :mod:`paperlib.protocol`, :mod:`paperlib.power` -- protocol sensitivity, seed sweeps, power
-- :mod:`paperlib.precision` -- opt-in bf16 / compiled metric forwards and their measured effect
+- :mod:`paperlib.precision` -- the precision study: what the fast forwards do to the numbers
 - :mod:`paperlib.matrix`    -- the claim matrix over black boxes x layers
 - :mod:`paperlib.evaluate`, :mod:`paperlib.distributed` -- the evaluation without a notebook,
   under ``torchrun``

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from . import schema
+from .atomic import atomic_write_text
 from .attention import checkpoint_path
 from .cam import (
     ExplainOptions,
@@ -52,7 +53,6 @@ from .masking import FILLS
 from .metrics import MetricConfig, evaluate_batch, image_rows
 from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model
 from .progress import progress
-from .results import atomic_write_text
 from .wrap import TIMM_PREFIX, WrappedModel, class_names_of
 
 __all__ = ["ExplainRun", "build_parser", "main", "run_explain"]

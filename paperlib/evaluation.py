@@ -2,10 +2,12 @@
 
 :func:`run_evaluation` walks the dataset in batches. Per batch: one :func:`paperlib.explain` call
 gives every method's maps; :func:`paperlib.metrics.evaluate_batch` scores them; the per-image rows
-and the batch's timings go to the results store (:class:`paperlib.results.ResultsCache`, SQLite,
-one transaction per batch) before the next batch starts. A rerun with the same settings and the
-same image files resumes where the last one stopped; under ``torchrun`` every rank takes its share
-of the batches (:mod:`paperlib.distributed`, :mod:`paperlib.evaluate`).
+and the batch's timings go to the results store (the run ledger :class:`paperlib.runs.ResultsCache`
+over :mod:`paperlib.store`, SQLite, one transaction per batch) before the next batch starts. A rerun
+with the same settings and the same image files resumes where the last one stopped; under
+``torchrun`` every rank takes its share of the batches (:mod:`paperlib.distributed`,
+:mod:`paperlib.evaluate`). :func:`pending_batches` decodes the batches the ledger says are still to
+do and draws the progress bar (the accuracy table's run uses it too).
 
 The speed floor is measured in the same run, on every batch: a plain ``torch.no_grad()`` forward
 of ``chunk_size`` of the batch's images (best of three). The evaluation's cost is reported as
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,14 +36,16 @@ from .cam import (
     explain,
     method_names,
 )
-from .data import ImageDataset, default_workers
+from .data import Batch, ImageDataset, default_workers, iter_batches
+from .fingerprint import code_fingerprint
 from .metrics import MetricConfig, evaluate_batch, image_rows
 from .models import BlackBox
 from .paths import results_dir
 from .perf import clock
-from .results import ResultsCache, code_fingerprint
+from .progress import progress as progress_bar
+from .runs import ResultsCache
 
-__all__ = ["EvalSettings", "Evaluation", "measure_floor", "paper_baselines",
+__all__ = ["EvalSettings", "Evaluation", "measure_floor", "paper_baselines", "pending_batches",
            "run_evaluation", "variants"]
 
 TARGETS = ("predicted", "label")
@@ -175,6 +179,31 @@ def measure_floor(black_box: BlackBox, images: torch.Tensor, chunk_size: int,
     return best / chunk_size
 
 
+def pending_batches(cache: ResultsCache, dataset: ImageDataset, preprocess: Callable,
+                    batch_size: int, device: torch.device | str | None = None, desc: str = "",
+                    progress: bool = True, num_workers: int = 0) -> Iterator[Batch]:
+    """The decoded batches of ``dataset`` that ``cache``'s run still needs from this process.
+
+    Which images, in which batches: :meth:`paperlib.runs.ResultsCache.pending` (the resumption;
+    under torch.distributed this rank's share); they are decoded by
+    :func:`paperlib.data.iter_batches` and a batch that another process stored meanwhile
+    (:meth:`~paperlib.runs.ResultsCache.stored_elsewhere`) is skipped. The progress bar
+    (:func:`paperlib.progress.progress`, rank 0's share) counts a batch when the next one is
+    asked for, i.e. once the caller has written it.
+    """
+    mine = cache.pending(dataset, batch_size)
+    label = f"{desc} (rank 0 of {cache.world})" if cache.world > 1 else desc
+    show = progress and bool(mine) and cache.rank == 0
+    with progress_bar(len(mine), label, unit="img", disable=not show) as bar:
+        for batch in iter_batches(dataset, preprocess, batch_size, indices=mine,
+                                  num_workers=num_workers, device=device):
+            if cache.stored_elsewhere(batch.files):
+                bar.update(len(batch))  # another process stored it meanwhile
+                continue
+            yield batch
+            bar.update(len(batch))
+
+
 def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSettings,
                    results_root: str | Path | None = None, progress: bool = True,
                    name: str = "eval", max_batches: int | None = None,
@@ -183,7 +212,7 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
     """Evaluate ``settings.methods`` on ``settings.split`` / ``n_images`` of ``dataset``, resuming.
 
     Rows go to the results store ``<results>/cache/<name>.sqlite``
-    (:class:`paperlib.results.ResultsCache`), one transaction per batch; the run's key holds the
+    (:class:`paperlib.runs.ResultsCache`), one transaction per batch; the run's key holds the
     settings, the code and the exact file list. Under ``torchrun`` (:mod:`paperlib.distributed`)
     each rank computes every world-th batch into its own shard and every rank returns the merged
     rows. ``max_batches`` stops after that many new batches (for tests of resumption); the store
@@ -208,9 +237,9 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
     with ResultsCache(Path(results_dir(results_root)) / "cache", name, key, dataset=subset,
                       methods=settings.methods) as cache:
         new_batches = 0
-        for batch in cache.pending(subset, black_box.preprocess, settings.batch_size,
-                                   black_box.device, f"{black_box.name}: evaluating", progress,
-                                   num_workers=workers):
+        for batch in pending_batches(cache, subset, black_box.preprocess, settings.batch_size,
+                                     black_box.device, f"{black_box.name}: evaluating", progress,
+                                     num_workers=workers):
             if max_batches is not None and new_batches >= max_batches:
                 break
             begin = time.perf_counter()

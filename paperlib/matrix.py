@@ -295,7 +295,7 @@ def record_cell(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     several matrix processes (e.g. one per cell, ``--models X --layers Y``) keep every entry."""
     import fcntl
 
-    from .results import atomic_write_text
+    from .atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:

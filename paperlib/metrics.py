@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from . import schema
+from .forward import check_precision, fast_probabilities
 from .masking import FILLS, blurred, fill_images, keep_top, masked_inputs, n_pixels, pixel_ranks
 from .models import BlackBox
 from .perf import CHUNK_SIZE
-from .precision import check_precision, fast_probabilities
 
 __all__ = [
     "FRACTIONS",
@@ -91,7 +91,7 @@ def score_inputs(black_box: BlackBox, inputs: torch.Tensor, targets: torch.Tenso
 
     ``config`` (default :class:`MetricConfig`'s) chooses the forward: fp32 eager (the default) is
     ``black_box.model(inputs)`` as is; another ``precision`` or ``compile=True`` goes through
-    :func:`paperlib.precision.fast_probabilities` (autocast / compiled, in forwards of
+    :func:`paperlib.forward.fast_probabilities` (autocast / compiled, in forwards of
     ``chunk_size`` when compiled). Probabilities are float32 either way.
     """
     if config is None or config.exact:
@@ -107,7 +107,7 @@ class MetricConfig:
     """How explanations are scored (recorded with every result).
 
     ``precision`` and ``compile`` choose how the masked copies go through the black box
-    (:mod:`paperlib.precision`): ``fp32`` eager by default; ``bf16`` autocast (CPU or CUDA),
+    (:mod:`paperlib.forward`): ``fp32`` eager by default; ``bf16`` autocast (CPU or CUDA),
     ``tf32`` / ``fp16`` (CUDA only: an error on other devices when a batch is scored), each
     optionally through ``torch.compile``. The clean forward (Y) and the explanations' gradient
     pass stay fp32.
@@ -117,7 +117,7 @@ class MetricConfig:
     fractions: tuple[int, ...] = FRACTIONS
     curve_steps: int = 16               # 0: no deletion / insertion curves (a cheap run)
     chunk_size: int = CHUNK_SIZE       # not part of the key: it changes no number
-    # the masked copies' forwards (paperlib.precision): "fp32" (exact) | "bf16" | CUDA: "tf32",
+    # the masked copies' forwards (paperlib.forward): "fp32" (exact) | "bf16" | CUDA: "tf32",
     # "fp16"; and through torch.compile or not. Both in the key: fast and exact never mix.
     precision: str = "fp32"
     compile: bool = False

@@ -17,11 +17,14 @@ import pandas as pd
 import torch
 from scipy.stats import binomtest
 
+from .atomic import atomic_write_text
 from .data import ImageDataset, default_workers
+from .evaluation import pending_batches
+from .fingerprint import code_fingerprint
 from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model
 from .paper_reference import PAPER_TABLE2
 from .paths import results_dir
-from .results import ResultsCache, atomic_write_text, code_fingerprint
+from .runs import ResultsCache
 from .stats import bootstrap_ci
 
 __all__ = ["Candidate", "accuracy_rows", "choose_model", "chosen_model", "load_candidates",
@@ -63,15 +66,15 @@ def accuracy_rows(black_box: BlackBox, dataset: ImageDataset, batch_size: int = 
     """Per image: label, top-1 prediction, top-1 and top-5 correctness (stored, resumable).
 
     The run's key holds the exact file list; under ``torchrun`` every rank scores its share of
-    the batches and every rank returns all the rows (:class:`paperlib.results.ResultsCache`).
+    the batches and every rank returns all the rows (:class:`paperlib.runs.ResultsCache`).
     """
     key = {"model": black_box.name, "weights": black_box.weights,
            "data": str(Path(dataset.root).resolve()), "code": code_fingerprint()}
     with ResultsCache(Path(results_dir(results_root)) / "cache", "accuracy", key,
                       dataset=dataset) as cache:
-        for batch in cache.pending(dataset, black_box.preprocess, batch_size, black_box.device,
-                                   f"{black_box.name}: accuracy", progress,
-                                   num_workers=default_workers(black_box.device)):
+        for batch in pending_batches(cache, dataset, black_box.preprocess, batch_size,
+                                     black_box.device, f"{black_box.name}: accuracy", progress,
+                                     num_workers=default_workers(black_box.device)):
             with torch.no_grad():
                 top5 = black_box.model(batch.images).topk(5, dim=1).indices
             hits = top5 == batch.labels.view(-1, 1)

@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_write_text
 from .paths import REPO_ROOT, figures_dir, results_dir
 from .progress import LOG_ENV
-from .results import atomic_write_text
 
 NOTEBOOKS = ("01_model_selection", "02_gradcam", "03_attention", "04_tables", "05_figures",
              "06_your_model")

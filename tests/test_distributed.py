@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from paperlib import distributed
-from paperlib.results import ResultsStore
+from paperlib.store import ResultsStore
 
 ARGS = ["--n-images", "8", "--methods", "gradcam", "xgradcam", "--curve-steps", "2",
         "--batch-size", "2", "--model-name", "efficientnet_lite0", "--no-progress"]

@@ -1,6 +1,6 @@
-"""Fast metric forwards (paperlib.precision): the key, the exact default path, bf16 and compile
-within stated tolerances of fp32, CUDA-only precisions refused on a CPU, and the comparison of an
-fp32 run with a fast run on hand-made rows."""
+"""Fast metric forwards (paperlib.forward) and their study (paperlib.precision): the key, the
+exact default path, bf16 and compile within stated tolerances of fp32, CUDA-only precisions
+refused on a CPU, and the comparison of an fp32 run with a fast run on hand-made rows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from paperlib import metrics, precision, schema, tables
+from paperlib import forward, metrics, precision, schema, tables
 from paperlib.evaluation import EvalSettings
 from paperlib.masking import blurred, fill_images, keep_top, masked_inputs, n_pixels, pixel_ranks
 
@@ -76,8 +76,8 @@ def test_cuda_only_precisions_raise_on_cpu(lite0, lite0_batch, name):
         metrics.evaluate_batch(lite0, lite0_batch.images[:1], _maps(lite0_batch, 1),
                                config=metrics.MetricConfig(precision=name, **SMALL))
     with pytest.raises(ValueError, match="only valid on a CUDA device"):
-        precision.fast_probabilities(lite0.model, lite0_batch.images[:1], name)
-    assert precision.check_precision("bf16", "cpu") == "bf16"
+        forward.fast_probabilities(lite0.model, lite0_batch.images[:1], name)
+    assert forward.check_precision("bf16", "cpu") == "bf16"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,15 +162,15 @@ def _compiler_usable() -> bool:
 
 def test_compiled_forward_is_cached_per_model_and_freed_with_it():
     net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten()).eval()
-    f1, f2 = precision.compiled_forward(net), precision.compiled_forward(net)
-    assert net in precision._COMPILED and len(precision._COMPILED[net]) == 1  # one compile
+    f1, f2 = forward.compiled_forward(net), forward.compiled_forward(net)
+    assert net in forward._COMPILED and len(forward._COMPILED[net]) == 1  # one compile
     assert f1 is not f2
-    precision.compiled_forward(net, dynamic=True)
-    assert set(precision._COMPILED[net]) == {False, True}
-    before = len(precision._COMPILED)
+    forward.compiled_forward(net, dynamic=True)
+    assert set(forward._COMPILED[net]) == {False, True}
+    before = len(forward._COMPILED)
     del net, f1, f2
     gc.collect()
-    assert len(precision._COMPILED) == before - 1  # nothing keeps the model alive
+    assert len(forward._COMPILED) == before - 1  # nothing keeps the model alive
 
 
 def test_padding_keeps_every_forward_at_chunk_size(monkeypatch):
@@ -184,8 +184,8 @@ def test_padding_keeps_every_forward_at_chunk_size(monkeypatch):
     x = torch.rand(7, 3, 4, 4)
     net = Recorder()
     # stand-in for the compiled callable: the padding logic alone, without compiling
-    monkeypatch.setattr(precision, "compiled_forward", lambda model, dynamic=False: model)
-    p = precision.fast_probabilities(net, x, "fp32", compile=True, chunk_size=3)
+    monkeypatch.setattr(forward, "compiled_forward", lambda model, dynamic=False: model)
+    p = forward.fast_probabilities(net, x, "fp32", compile=True, chunk_size=3)
     assert seen == [3, 3, 3]                            # 7 inputs -> 3 + 3 + (1 padded to 3)
     torch.testing.assert_close(p, net(x).softmax(dim=1), rtol=0, atol=0)
 

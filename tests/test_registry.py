@@ -1,10 +1,9 @@
 """A method is one record: registering a toy method makes it flow through explain, the
-evaluation and the tables; settings compose; defaults and the results key come from one place;
-the package's modules import only downwards."""
+evaluation and the tables; settings compose; defaults and the results key come from one place
+(the package's layering: tests/test_layering.py)."""
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,35 +168,15 @@ def test_row_schema_names_every_column_the_evaluation_writes(lite0, sample_datas
 
 
 def test_the_results_key_covers_every_module_without_a_list(tmp_path, monkeypatch):
-    from paperlib import results
+    from paperlib import fingerprint
 
     fake = tmp_path / "pkg"
     (fake / "sub").mkdir(parents=True)
     (fake / "a.py").write_text("x = 1\n")
-    monkeypatch.setattr(results, "PACKAGE_DIR", fake)
-    first = results.code_fingerprint()
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", fake)
+    first = fingerprint.code_fingerprint()
     (fake / "sub" / "new_module.py").write_text("y = 2\n")     # a module nobody listed
-    assert results.code_fingerprint() != first
-
-
-# Modules in the order data flows; a module may import only modules before it.
-LAYERS = ["paths", "perf", "progress", "models", "data", "hooks", "masking", "cam", "attention",
-          "schema", "metrics", "stats", "paper_reference", "results", "evaluation", "tables",
-          "sanity", "plots"]
-
-
-def test_modules_import_only_downwards():
-    for name in LAYERS:
-        tree = ast.parse((PACKAGE_DIR / f"{name}.py").read_text())
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    imported.add(node.module.split(".")[0])
-                else:
-                    imported.update(a.name for a in node.names)
-        above = [m for m in imported if m in LAYERS and LAYERS.index(m) > LAYERS.index(name)]
-        assert not above, f"{name} imports {above}, which sit above it"
+    assert fingerprint.code_fingerprint() != first
 
 
 def test_every_registered_method_has_a_documented_record():

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from paperlib import evaluation
-from paperlib.results import ResultsCache, ResultsStore, StoreError, config_hash
+from paperlib.fingerprint import config_hash
+from paperlib.runs import ResultsCache
+from paperlib.store import ResultsStore, StoreError
 
 
 def test_cache_round_trip_and_atomic_batches(tmp_path):
@@ -127,7 +129,7 @@ def test_speed_report(lite0, sample_dataset, tmp_path):
 
 
 def test_fingerprint_changes_with_the_code(tmp_path):
-    from paperlib.results import fingerprint
+    from paperlib.fingerprint import fingerprint
 
     a, b = tmp_path / "a.py", tmp_path / "b.pt"
     a.write_text("x = 1\n")

@@ -21,12 +21,8 @@ from PIL import Image
 
 from paperlib import evaluation, load_images, tables
 from paperlib.data import BadImageWarning
-from paperlib.results import (
-    ResultsCache,
-    ResultsStore,
-    StoreDamagedError,
-    StoreError,
-)
+from paperlib.runs import ResultsCache
+from paperlib.store import ResultsStore, StoreDamagedError, StoreError
 
 SETTINGS = dict(methods=("gradcam", "xgradcam"), n_images=4, curve_steps=2, fractions=(20,),
                 batch_size=2, chunk_size=8)
@@ -176,7 +172,7 @@ def test_another_sqlite_file_is_not_taken_for_a_store(tmp_path):
 
 WRITE_FOREVER = """
 import itertools, sys
-from paperlib.results import ResultsStore
+from paperlib.store import ResultsStore
 store = ResultsStore(sys.argv[1])
 for b in itertools.count():
     store.write("run", [{"file": f"f{b}-{i}", "method": m, "v": float(b)}

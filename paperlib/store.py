@@ -1,14 +1,8 @@
-"""The kit's one results store: per-image rows in SQLite, one transaction per batch, resumable.
-
-A **run** is identified by its configuration (model, data, split, methods and their options,
-metric settings...), by a fingerprint of the code and checkpoint that compute it, and -- when a
-dataset is given -- by the fingerprint of the exact list of files evaluated (names, sizes,
-modification times: :meth:`paperlib.data.ImageDataset.fingerprint`). Its key is
-:func:`config_hash` of all of that: a changed parameter, a changed module, an added, removed or
-replaced image each give another run, so old and new results never mix.
+"""The kit's one results store: per-image rows in SQLite, one transaction per batch.
 
 The store of a name (``eval``, ``accuracy``) is one SQLite file, ``<root>/<name>.sqlite``
-(``results/cache/`` by default), in WAL mode, with three tables:
+(``results/cache/`` by default), in WAL mode, holding any number of runs (a run, its key and its
+resumption: :mod:`paperlib.runs`), with three tables:
 
 * ``runs``: run key -> the full configuration (JSON) and the row columns with their kinds;
 * ``rows``: one row per (run, file, method), ``UNIQUE(_run, file, method)``; the row's values in
@@ -26,21 +20,14 @@ method of the run has its row.
 **Two processes on one store** (two notebooks, two shells) never store a row twice. Writers take
 turns: the second *waits* for the first's transaction (busy timeout, :data:`BUSY_TIMEOUT`
 seconds); rows already stored are *skipped*: before computing a batch a process asks the store
-again, and a batch whose images were all stored meanwhile is not computed; a batch computed by
-both at the same moment is stored once (``INSERT OR IGNORE``: the first committed wins, the
-second's batch record is dropped when none of its rows was new). Neither process stops.
+again (:meth:`paperlib.runs.ResultsCache.stored_elsewhere`), and a batch whose images were all
+stored meanwhile is not computed; a batch computed by both at the same moment is stored once
+(``INSERT OR IGNORE``: the first committed wins, the second's batch record is dropped when none of
+its rows was new). Neither process stops.
 
-**Sharded runs** (``torchrun``, :mod:`paperlib.distributed`): each rank writes only its own shard
-file, ``<root>/<name>.shards/<run key>.rank<r>.sqlite`` (rollback journal, not WAL: it is never
-shared while written, and WAL's shared memory does not work across machines on a network
-filesystem), so no lock is ever taken across machines. Rank 0 alone opens the main store: it merges
-the shards left by an earlier, killed run before anyone starts (so every shard resumes), tells the
-ranks what is done, and after the last batch (:meth:`ResultsCache.gather`, a barrier) merges every
-shard in one transaction each and removes them. A single process also merges a killed sharded
-run's shards when it opens the run, but leaves them in place (a sharded job of the same run may
-still be writing them; merging again skips what is there). The shards must be on a filesystem
-every rank and rank 0 see (the usual shared results folder); run one sharded job per run at a
-time.
+A sharded run's ranks each write a shard, a store of its own with a rollback journal
+(``wal=False``), merged into the main store by :meth:`ResultsStore.merge`
+(:mod:`paperlib.runs`).
 
 **Damage.** On opening, a store that is not SQLite, has been truncated or fails ``PRAGMA
 quick_check`` raises :class:`StoreDamagedError`, naming the file and how to rebuild it; nothing
@@ -51,28 +38,20 @@ temporary file, then linked into place), so a 0-byte store is damage, never a ne
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from . import distributed
-from .data import Batch, ImageDataset, iter_batches
-from .paths import PACKAGE_DIR
-from .progress import progress as progress_bar
-
-__all__ = ["BUSY_TIMEOUT", "ResultsCache", "ResultsStore", "StoreDamagedError", "StoreError",
-           "atomic_write_text", "code_fingerprint", "config_hash", "fingerprint"]
+__all__ = ["BUSY_TIMEOUT", "ResultsStore", "StoreDamagedError", "StoreError"]
 
 #: Seconds a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT = 600.0
@@ -89,47 +68,6 @@ CREATE TABLE rows (_run TEXT NOT NULL, _batch INTEGER NOT NULL, _seq INTEGER NOT
                    file TEXT NOT NULL, method TEXT NOT NULL DEFAULT '',
                    UNIQUE (_run, file, method));
 """
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """Stable 12-hex-digit hash of a JSON-serialisable configuration."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def fingerprint(paths: Iterable[str | os.PathLike]) -> str:
-    """12-hex-digit SHA-256 over the bytes of ``paths`` (missing files count as absent).
-
-    Part of every cache key: results computed by other code (or another checkpoint) never mix
-    with this code's.
-    """
-    h = hashlib.sha256()
-    for path in paths:
-        p = Path(path)
-        h.update(p.name.encode())
-        h.update(p.read_bytes() if p.is_file() else b"<absent>")
-    return h.hexdigest()[:12]
-
-
-def code_fingerprint(*extra: str | os.PathLike) -> str:
-    """:func:`fingerprint` of every Python module of the package (found, never listed by hand)
-    plus ``extra`` files (e.g. a checkpoint)."""
-    return fingerprint([*sorted(PACKAGE_DIR.rglob("*.py")), *extra])
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class StoreError(RuntimeError):
@@ -453,191 +391,3 @@ def _open(path: Path, wal: bool, timeout: float) -> sqlite3.Connection:
     con.execute(f"PRAGMA journal_mode = {'WAL' if wal else 'DELETE'}")
     con.execute("PRAGMA synchronous = FULL")
     return con
-
-
-class ResultsCache:
-    """The rows of one run in the store ``<root>/<name>.sqlite`` (module docstring): resumption
-    (:meth:`pending`), one transaction per batch (:meth:`write_batch`), and under
-    torch.distributed one shard per rank merged by rank 0 (:meth:`gather`).
-
-    ``dataset``: the images of the run; the fingerprint of their exact file list joins the key,
-    and batches are ordered by their first image's place in it. ``methods``: the methods every
-    image needs a row of to count as done (rows without a ``method`` column: leave empty).
-
-    Under torch.distributed the constructor and :meth:`gather` are collective: every rank calls
-    them; the configurations of all ranks must be identical (else every rank raises, naming the
-    differing fields).
-    """
-
-    def __init__(self, root: str | os.PathLike, name: str, config: dict[str, Any],
-                 dataset: ImageDataset | None = None, methods: Sequence[str] = ()) -> None:
-        config = json.loads(json.dumps(config, sort_keys=True, default=str))
-        if dataset is not None:
-            config["files"] = {"n": len(dataset), "fingerprint": dataset.fingerprint()}
-        self.config: dict[str, Any] = config
-        self.key = config_hash(config)
-        self.name = name
-        self.root = Path(root)
-        self.path = self.root / f"{name}.sqlite"
-        self.dataset = dataset
-        self.methods = tuple(methods)
-        self._position = {f: i for i, f in enumerate(dataset.files)} if dataset is not None else {}
-        self.rank, self.world = distributed.rank(), distributed.world_size()
-        self._main: ResultsStore | None = None
-        self._shard: ResultsStore | None = None
-        self._done: set[str] | None = None
-        if self.world > 1:
-            self._agree_on_the_run()
-        error, done = None, None
-        if self.rank == 0:
-            try:
-                self._main = ResultsStore(self.path)
-                self._main.register(self.key, name, config)
-                self._merge_shards(delete=False)   # a killed sharded run's rows: resumed
-                if self.world > 1:
-                    done = sorted(self._main.done(self.key, self.methods))
-            except (StoreError, sqlite3.Error, OSError) as exc:
-                if self.world == 1:
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
-        if self.world > 1:
-            error, done = distributed.broadcast_object((error, done))
-            if error is not None:
-                raise StoreError(f"rank {self.rank}: rank 0 could not open {self.path}: {error}")
-            self._done = set(done or ())
-            self._shard = ResultsStore(self.shard_path(self.rank), wal=False)
-            self._shard.register(self.key, name, config)
-
-    def _agree_on_the_run(self) -> None:
-        configs = distributed.all_gather_object(self.config)
-        for r, other in enumerate(configs):
-            if other != configs[0]:
-                fields = sorted(k for k in set(other) | set(configs[0])
-                                if other.get(k) != configs[0].get(k))
-                raise StoreError(
-                    f"rank {r}'s run differs from rank 0's in {fields}: every rank must see the "
-                    "same code, settings and image files (names, sizes, modification times; copy "
-                    "data between machines with `rsync -a` or `cp -a`, which keep them)")
-
-    @property
-    def shard_dir(self) -> Path:
-        """Where the ranks of a sharded run write their shards."""
-        return self.root / f"{self.name}.shards"
-
-    def shard_path(self, rank: int) -> Path:
-        """The shard file of ``rank`` for this run."""
-        return self.shard_dir / f"{self.key}.rank{rank}.sqlite"
-
-    def _merge_shards(self, delete: bool) -> int:
-        assert self._main is not None
-        new = 0
-        for shard in sorted(self.shard_dir.glob(f"{self.key}.rank*.sqlite")):
-            new += self._main.merge(shard, self.key)
-            if delete:
-                for leftover in (shard, Path(f"{shard}-journal")):
-                    leftover.unlink(missing_ok=True)
-        if delete:
-            with contextlib.suppress(OSError):  # kept while another run's shards are in it
-                self.shard_dir.rmdir()
-        return new
-
-    def _store(self) -> ResultsStore:
-        if self._main is None:
-            self._main = ResultsStore(self.path)
-        return self._main
-
-    def close(self) -> None:
-        """Close the store and this rank's shard."""
-        for store in (self._main, self._shard):
-            if store is not None:
-                store.close()
-        self._main = self._shard = None
-
-    def __enter__(self) -> ResultsCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def load(self) -> pd.DataFrame:
-        """Every row of the run in the main store (empty frame when nothing is stored yet).
-
-        Under torch.distributed call :meth:`gather` instead: only rank 0 opens the main store.
-        """
-        return self._store().load(self.key)
-
-    def done(self) -> set[str]:
-        """The files with a row for every method of the run in the main store."""
-        return self._store().done(self.key, self.methods)
-
-    def batch_stats(self) -> list[dict[str, Any]]:
-        """The records (timings, forward counts) of the run's stored batches, in order."""
-        return self._store().batches(self.key)
-
-    def pending(self, dataset: ImageDataset, preprocess: Callable, batch_size: int,
-                device: torch.device | str | None = None, desc: str = "",
-                progress: bool = True, num_workers: int = 0) -> Iterator[Batch]:
-        """Batches of the images of ``dataset`` that are not done yet (the resumption).
-
-        The pending images are cut into batches of ``batch_size`` in file order; under
-        torch.distributed rank r takes batches r, r + world, r + 2 world, ... A batch thus holds
-        the same images whatever the number of processes, and so gives the same numbers (batched
-        kernels round differently for other batch compositions). A progress bar (rank 0's
-        shard) counts a batch when the next one is asked for, i.e. once the caller has written it.
-        """
-        if self.dataset is not None and dataset.files != self.dataset.files:
-            raise ValueError(f"pending() got {len(dataset)} files that are not the "
-                             f"{len(self.dataset)} of run {self.key} ({self.path})")
-        done = self._done if self._done is not None else self.done()
-        todo = [i for i in range(len(dataset)) if dataset.file_name(i) not in done]
-        batches = [todo[k: k + batch_size] for k in range(0, len(todo), batch_size)]
-        mine = [i for b in batches[self.rank:: self.world] for i in b]
-        label = f"{desc} (rank 0 of {self.world})" if self.world > 1 else desc
-        show = progress and bool(mine) and self.rank == 0
-        with progress_bar(len(mine), label, unit="img", disable=not show) as bar:
-            for batch in iter_batches(dataset, preprocess, batch_size, indices=mine,
-                                      num_workers=num_workers, device=device):
-                if self.world == 1 and (self._store().done(self.key, self.methods, batch.files)
-                                        == set(batch.files)):
-                    bar.update(len(batch))  # another process stored it meanwhile
-                    continue
-                yield batch
-                bar.update(len(batch))
-
-    def write_batch(self, rows: Iterable[dict[str, Any]], stats: dict[str, Any] | None = None
-                    ) -> int:
-        """Add one batch atomically (rows and record, one transaction) to the main store, or to
-        this rank's shard; returns the number of new rows."""
-        rows = list(rows)
-        if not rows:
-            return 0
-        stats = {**(stats or {}), "rank": self.rank, "world_size": self.world}
-        store = self._shard if self._shard is not None else self._store()
-        return store.write(self.key, rows, stats,
-                           position=self._position.get(str(rows[0]["file"])))
-
-    def gather(self) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-        """Every row and batch record of the run, on every rank: :meth:`load` and
-        :meth:`batch_stats` in a single process; under torch.distributed (collective) every rank
-        closes its shard, waits for the others, rank 0 merges and removes the shards and sends
-        the merged rows to every rank."""
-        if self.world == 1:
-            return self.load(), self.batch_stats()
-        if self._shard is not None:
-            self._shard.close()
-            self._shard = None
-        distributed.barrier()
-        payload: tuple[str | None, pd.DataFrame | None, list[dict[str, Any]] | None]
-        if self.rank == 0:
-            try:
-                self._merge_shards(delete=True)
-                payload = (None, self.load(), self.batch_stats())
-            except (StoreError, sqlite3.Error, OSError) as exc:
-                payload = (f"{type(exc).__name__}: {exc}", None, None)
-        else:
-            payload = (None, None, None)
-        error, frame, batches = distributed.broadcast_object(payload)
-        if error is not None or frame is None or batches is None:
-            raise StoreError(f"rank {self.rank}: rank 0 could not merge the shards of run "
-                             f"{self.key} into {self.path}: {error}")
-        return frame, batches
