@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from . import schema, tables
+from .goals import SAFE_WIDTH_FRACTION
 
 if TYPE_CHECKING:
     from .cam import Explanations
@@ -66,11 +67,6 @@ __all__ = ["CUDA_ONLY", "PRECISIONS", "Measurement", "Mode", "ModeRun", "Precisi
 PRECISIONS = ("fp32", "bf16", "tf32", "fp16")
 #: Valid only on a CUDA device.
 CUDA_ONLY = ("tf32", "fp16")
-#: A fast mode is *safe* when no claim-check verdict changes and every method's Average Drop
-#: moves by less than this fraction of its fp32 95% interval's width (issue 13's rule).
-SAFE_WIDTH_FRACTION = 0.1
-#: The speed-up of the full evaluation that the fastest safe mode should reach, per device type.
-SPEEDUP_GOAL = {"cpu": 1.5, "cuda": 3.0}
 
 
 def check_precision(precision: str, device: torch.device | str | None = None) -> str:
