@@ -54,6 +54,7 @@ import harness  # noqa: E402
 from paperlib import iter_batches, load_images, load_model  # noqa: E402
 from paperlib.cam import default_methods  # noqa: E402
 from paperlib.evaluation import EvalSettings, run_evaluation  # noqa: E402
+from paperlib.report import render as render_template  # noqa: E402
 from paperlib.runs import ResultsCache  # noqa: E402
 from paperlib.store import ResultsStore  # noqa: E402
 
@@ -345,107 +346,25 @@ def imagenet_estimate(seconds_per_image: float, floor_ms_per_forward: float,
 
 
 def render(results: dict[str, Any]) -> str:
-    """The Markdown report of :func:`main`'s results."""
-    f, pt, so, dw, est = (results["facts"], results["processes_vs_threads"],
-                          results["store_overhead"], results["decoding_workers"],
-                          results["imagenet"])
-    med, syn = pt["median"], so["synthetic"]
-    lines = [
-        "# Scaling the evaluation (CPU)", "",
-        f"{f['cpu_model']}, {f['cpus_usable']} usable CPUs, torch {f['torch']}, load average "
-        f"{f['load_average_at_start']} at start and {f['load_average_at_end']} at the end; "
-        f"{f['n_images']} images of the eval split, batch {f['batch_size']}, "
-        f"{len(f['methods'])} methods ({', '.join(f['methods'])}), curve steps "
-        f"{f['curve_steps']}. Written by `benchmarks/bench_scale.py`.", "",
-        "## 1. Two processes x 1 thread against 1 process x 2 threads", "",
-        "| configuration | images/s (compute) | images/s (end to end) | compute s | wall s |",
-        "|---|---|---|---|---|"]
-    labels = {"1x2": "1 process x 2 threads", "2x1": "2 processes x 1 thread (torchrun, gloo)",
-              "1x1": "1 process x 1 thread"}
-    for name, label in labels.items():
-        m = med[name]
-        lines.append(f"| {label} | {m['images_per_s']:.3f} | {m['images_per_s_wall']:.3f} | "
-                     f"{m['compute_s']:.1f} | {m['wall_s']:.1f} |")
+    """The Markdown report of :func:`main`'s results (facts here, wording in
+    ``paperlib/templates/bench_scale.md.j2``)."""
+    pt, so, dw, est = (results["processes_vs_threads"], results["store_overhead"],
+                       results["decoding_workers"], results["imagenet"])
     diff = pt["rows_2x1_vs_1x2"]
-    lines += [
-        "", f"Ratio 2x1 / 1x2 (compute throughput, median of {f['repeats']} interleaved "
-            f"repeats): **{pt['ratio_2x1_over_1x2']:.2f}**; end to end "
-            f"{pt['ratio_wall_2x1_over_1x2']:.2f} (each torchrun process imports torch and "
-            "loads the model; rank 0 merges the shards). Against one process with one thread: "
-            f"2x1 / 1x1 = {pt['ratio_2x1_over_1x1']:.2f} (2 would be perfect scaling), "
-            f"1x2 / 1x1 = {pt['ratio_1x2_over_1x1']:.2f}.",
-        f"Per image: {pt['metric_forwards_per_image']:.0f} metric forwards + "
-        f"{pt['extra_forwards_per_image']:.0f} extra forwards of the methods + the shared pass.",
-        f"Table 3 of 2x1 and 1x1 (one thread per process both) byte-identical: "
-        f"{pt['table3_identical_2x1_1x1']}; 2x1 and 1x2: {pt['table3_identical_2x1_1x2']} -- "
-        "the thread count changes float rounding. Largest difference of a continuous per-image "
-        "value (probabilities, drop terms in %, AUCs) and 0/100 indicators flipped (% Increase, "
-        "top-1 agreement), per method:", "",
-        "| method | max abs difference | indicators flipped |", "|---|---|---|"]
-    per_method = diff["max_abs_continuous_per_method"]
-    for m in sorted(per_method, key=lambda k: -per_method[k]):
-        lines.append(f"| {m} | {per_method[m]:.2g} | {diff['indicator_flips_per_method'][m]} |")
-    lines += [
-        "", f"({diff['indicator_flips']} of {diff['indicator_entries']} indicators in all.) "
-            "A method that optimises per image (attention-per-image: Adam steps on the mask) "
-            "amplifies the rounding; for the others it stays in the last digits.", "",
-        "## 2. The results store's overhead", "",
-        f"One evaluation (1 thread), {so['batches']} batches of {so['images_per_batch']} "
-        f"images x {so['methods']} methods ({so['columns']} columns): the store's per-batch "
-        "work (write transaction + the query for images stored meanwhile) against the batch's "
-        "compute:", "",
-        f"- write {statistics.median(so['write_ms']):.1f} ms, query "
-        f"{statistics.median(so['recheck_ms']):.1f} ms per batch (medians), compute "
-        f"{statistics.median(so['compute_s']):.1f} s per batch;",
-        f"- overhead **{so['overhead_percent']:.3f} %** of the compute (worst batch "
-        f"{so['overhead_percent_max_batch']:.3f} %); goal < 1 %: "
-        f"{'met' if so['overhead_percent'] < 1 else 'NOT met'}.", "",
-        f"Synthetic stores, {syn['rows_per_batch']} rows x {syn['columns']} columns per batch "
-        "(16 images x every registered method):", "",
-        f"- batch write: {syn['write_ms_empty_store']:.1f} ms into an empty store, "
-        f"{syn['write_ms_filled_store']:.1f} ms into one of {syn['filled_rows']:,} rows;",
-        f"- shard writes {syn['shard_fill_rows_per_s']:,.0f} rows/s; merge "
-        f"{syn['merge_rows_per_s']:,.0f} rows/s; load into pandas {syn['load_rows_per_s']:,.0f} "
-        f"rows/s; {syn['bytes_per_row']:.0f} bytes per row on disk; opening it (with `PRAGMA "
-        f"quick_check`) {syn['open_check_ms']:.0f} ms, {syn['open_check_mb_per_s']:.0f} MB/s.",
-        "",
-        "## 3. Decoding workers", "",
-        "| workers | decode images/s | Grad-CAM evaluation images/s |", "|---|---|---|"]
-    for w, d in dw.items():
-        lines.append(f"| {w} | {d['decode_images_per_s']:.1f} | "
-                     f"{d['gradcam_eval_images_per_s']:.2f} |")
+    per = diff["max_abs_continuous_per_method"]
     decode_ms = 1000 / dw["0"]["decode_images_per_s"]
-    share = decode_ms / 1000 / est["cpu_seconds_per_image"]
     e0, e2 = dw["0"]["gradcam_eval_images_per_s"], dw["2"]["gradcam_eval_images_per_s"]
-    verdict = ("no measurable difference (within 10 %)" if abs(e2 / e0 - 1) < 0.10 else
-               f"{'0' if e0 > e2 else '2'} workers faster by {abs(e2 / e0 - 1) * 100:.0f} %")
-    lines += [
-        "", f"Grad-CAM-only evaluation (one model thread), 0 against 2 workers: {verdict}. "
-            f"Decoding in the main process costs {decode_ms:.0f} ms per image, "
-            f"{100 * share:.2f} % of an image's evaluation with every method (section 4's "
-            "per-image compute): the most workers can save in the paper's evaluation. The "
-            "default (`paperlib.data.default_workers`) is 0 on CPU, where a worker competes "
-            "with the model's threads for the cores, and min(8, cores / processes per machine) "
-            "on CUDA, with pinned memory and non-blocking copies.", "",
-        "## 4. ImageNet's 50,000 validation images", "",
-        f"Measured here: {est['cpu_seconds_per_image']:.2f} s of compute per image per process "
-        f"({est['base']}; every step of the evaluation), {est['forwards_per_image']:.0f} "
-        f"image forwards per image, floor {est['cpu_floor_ms_per_forward']:.2f} ms per image "
-        f"forward; best throughput {est['cpu_images_per_s']:.3f} images/s.", "",
-        f"- this CPU: **{est['cpu_hours']:,.0f} hours** ({est['cpu_hours'] / 24:,.1f} days);",
-        f"- GPUs, assuming {est['gpu_ms_per_forward']} ms per image forward (measure yours with "
-        "`benchmarks/bench_cam.py --device cuda`: the floor row) and the evaluation bound by "
-        f"forwards as here ({est['gpu_seconds_per_image'] * 1000:.0f} ms per image); merge of "
-        f"the shards {est['merge_hours'] * 3600:.0f} s:", "",
-        "| GPUs | hours | speed-up |", "|---|---|---|"]
-    for r in est["gpus"]:
-        lines.append(f"| {r['devices']} | {r['hours']:.2f} | {r['speedup']:.2f} |")
-    lines += [
-        "", "Assumptions: time scales with the black box's forward time (measured ratio of the "
-            "evaluation to the floor holds on the GPU); batches split evenly over the ranks "
-            "(at most one batch of imbalance); startup, model loading and the tables ignored; "
-            "decoding keeps up (workers). Not measured on a GPU here.", ""]
-    return "\n".join(lines)
+    workers = {"same": abs(e2 / e0 - 1) < 0.10, "faster": "0" if e0 > e2 else "2",
+               "percent": abs(e2 / e0 - 1) * 100, "decode_ms": decode_ms,
+               "share": decode_ms / 1000 / est["cpu_seconds_per_image"]}
+    return render_template(
+        "bench_scale.md.j2", f=results["facts"], pt=pt, so=so, syn=so["synthetic"], dw=dw,
+        est=est, diff=diff, workers=workers,
+        labels={"1x2": "1 process x 2 threads", "2x1": "2 processes x 1 thread (torchrun, gloo)",
+                "1x1": "1 process x 1 thread"},
+        per_method=[(m, per[m], diff["indicator_flips_per_method"][m])
+                    for m in sorted(per, key=lambda k: -per[k])],
+        medians={k: statistics.median(so[k]) for k in ("write_ms", "recheck_ms", "compute_s")})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,28 +37,34 @@ label, role, options dataclass, cost). Everything downstream reads the registry.
 """
 
 import os as _os
-
-from .perf import configure_malloc as _configure_malloc
-
-_configure_malloc(_os.environ.get("PAPERLIB_MALLOC", "keep"))  # see paperlib.perf
-
-# the allocator must be configured before torch allocates: these imports come after it
-from . import attention as _attention  # noqa: E402, F401  (registers the attention methods)
-from .cam import (  # noqa: E402
-    METHODS,
-    ExplainOptions,
-    Explanations,
-    MethodSpec,
-    explain,
-    gradient_pass,
-    method_label,
-    register_method,
-)
-from .data import imagenet_classes, iter_batches, load_images  # noqa: E402
-from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model  # noqa: E402
-from .wrap import wrap_model  # noqa: E402
+from importlib import import_module as _import_module
+from typing import Any as _Any
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it (imported on first use, PEP 562: ``import
+#: paperlib.readme`` and ``paperlib --help`` import no torch)
+_PUBLIC = {
+    "METHODS": "cam", "ExplainOptions": "cam", "Explanations": "cam", "MethodSpec": "cam",
+    "explain": "cam", "gradient_pass": "cam", "method_label": "cam", "register_method": "cam",
+    "imagenet_classes": "data", "iter_batches": "data", "load_images": "data",
+    "MODEL_NAMES": "models", "BlackBox": "models", "WeightsNotFoundError": "models",
+    "load_model": "models", "wrap_model": "wrap",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'paperlib' has no attribute {name!r}")
+    from .perf import configure_malloc
+
+    # the allocator must be configured before torch allocates (see paperlib.perf)
+    configure_malloc(_os.environ.get("PAPERLIB_MALLOC", "keep"))
+    _import_module(".attention", __name__)  # registers the attention methods
+    value = getattr(_import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BlackBox",

@@ -39,7 +39,8 @@ import pandas as pd
 
 from .evaluation import EvalSettings, paper_baselines, run_evaluation, variants
 from .models import LAYER_ROLES, MODEL_NAMES, layer_for
-from .tables import HEADLINE, claim_holds, tally_verdicts, write_table
+from .tables import write_table
+from .verdicts import HEADLINE, claim_holds, tally_verdicts
 
 __all__ = ["MATRIX_MODELS", "Cell", "cells", "matrix_methods", "run_cell", "record_cell",
            "claim_matrix", "holds", "matrix_sentence", "tally_table", "write_matrix", "main"]

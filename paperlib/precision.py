@@ -28,6 +28,8 @@ import torch
 
 from . import schema, tables
 from .forward import check_precision
+from .goals import SAFE_WIDTH_FRACTION
+from .report import render
 
 if TYPE_CHECKING:
     from .cam import Explanations
@@ -36,12 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Measurement", "Mode", "ModeRun", "PrecisionComparison", "compare_runs", "measure",
            "mode_name", "per_column", "summary", "write_report"]
-
-#: A fast mode is *safe* when no claim-check verdict changes and every method's Average Drop
-#: moves by less than this fraction of its fp32 95% interval's width (issue 13's rule).
-SAFE_WIDTH_FRACTION = 0.1
-#: The speed-up of the full evaluation that the fastest safe mode should reach, per device type.
-SPEEDUP_GOAL = {"cpu": 1.5, "cuda": 3.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,10 +409,6 @@ def summary(measurement: Measurement, comparisons: Sequence[PrecisionComparison]
     return pd.DataFrame(rows)
 
 
-def _md(frame: pd.DataFrame, digits: int = 3) -> str:
-    return frame.to_markdown(index=False, floatfmt=f".{digits}f")
-
-
 def write_report(measurement: Measurement, comparisons: Sequence[PrecisionComparison],
                  out: str | Path, facts: Mapping[str, Any] | None = None) -> list[Path]:
     """``<out>/precision.csv`` (every compared column of every method, per mode),
@@ -432,130 +424,77 @@ def write_report(measurement: Measurement, comparisons: Sequence[PrecisionCompar
     summary_csv = out / "precision_summary.csv"
     summ.assign(threads=s["threads"], device=s["device"], model=s["model"],
                 split=s["split"]).to_csv(summary_csv, index=False)
+    md.write_text(render("precision.md.j2", **_report_facts(summ, comparisons, s, facts)))
+    return [csv, summary_csv, md]
+
+
+#: The summary's columns in the report, with their headers.
+_SHOWN = {"mode": "mode", "metric_ms_per_image": "metric ms/image", "metric_speedup": "metric x",
+          "metric_speedup_after_first_batch": "metric x (after 1st batch)",
+          "metric_speedup_batch_median": "metric x (median batch)",
+          "evaluation_speedup": "evaluation x",
+          "evaluation_speedup_after_first_batch": "evaluation x (after 1st batch)",
+          "first_batch_metric_s": "1st batch metric s", "max_abs_delta_O": "max |dO|",
+          "max_abs_delta_avg_drop": "max |dAD|",
+          "max_avg_drop_delta_over_width": "max |dAD|/width",
+          "max_delta_over_width": "max |d|/width", "max_delta_over_width_at": "at",
+          "verdicts_changed": "verdicts changed", "verdicts": "verdicts", "safe": "safe"}
+
+
+def _per_method(c: PrecisionComparison) -> pd.DataFrame:
+    """One row per method: the per-image changes of O, the table cells' changes and widths."""
+    per = []
+    for m, sub in c.columns.groupby("method", sort=False):
+        r = sub.set_index("column")
+        o = [x for x in r.index if x.startswith("O_top")]
+        row = {"method": m,
+               "|dO_soft| med / p99 / max": (
+                   f"{r.loc['O_soft', 'abs_median']:.2e} / {r.loc['O_soft', 'abs_p99']:.2e}"
+                   f" / {r.loc['O_soft', 'abs_max']:.2e}"),
+               "|dO_top| p99 / max": (f"{r.loc[o, 'abs_p99'].max() / 100:.2e} / "
+                                      f"{r.loc[o, 'abs_max'].max() / 100:.2e}"),
+               "AD fp32": r.loc["drop_soft", "fp32"], "dAD": r.loc["drop_soft", "delta"],
+               "AD width": r.loc["drop_soft", "fp32_ci_width"],
+               "dAD/width": r.loc["drop_soft", "delta_over_width"],
+               "d%Inc": r.loc["increase_soft", "delta"],
+               "%Inc width": r.loc["increase_soft", "fp32_ci_width"]}
+        if schema.DELETION_AUC in r.index:
+            row.update({"d del AUC": r.loc[schema.DELETION_AUC, "delta"],
+                        "del width": r.loc[schema.DELETION_AUC, "fp32_ci_width"],
+                        "d ins AUC": r.loc[schema.INSERTION_AUC, "delta"],
+                        "ins width": r.loc[schema.INSERTION_AUC, "fp32_ci_width"]})
+        worst = sub.loc[sub["delta_over_width"].idxmax()]
+        row["max |d|/width (cell)"] = f"{worst['delta_over_width']:.3f} ({worst['column']})"
+        per.append(row)
+    return pd.DataFrame(per)
+
+
+def _report_facts(summ: pd.DataFrame, comparisons: Sequence[PrecisionComparison],
+                  settings: Mapping[str, Any], facts: Mapping[str, Any] | None
+                  ) -> dict[str, Any]:
+    """The facts of ``precision.md``: the settings, the machine, the summary table, the fastest
+    safe mode, per unsafe mode the methods whose Average Drop moved too far, per mode the
+    per-method changes and the changed verdicts."""
     safe = summ[summ["safe"]].sort_values("evaluation_speedup", ascending=False)
-    lines = [
-        "# Fast metric forwards: speed and effect on the numbers",
-        "",
-        f"Written by `python -m paperlib.precision` ({facts.get('date_utc', '') if facts else ''}"
-        "). The evaluation (`paperlib.evaluation.run_evaluation`) of "
-        f"{s['model']} on {int(summ['images'].iloc[0])} images of split `{s['split']}` "
-        f"(`n_images={s['n_images']}`"
-        + (f"; the first {s['max_rounds']} batches only: a subset" if s.get("max_rounds") else "")
-        + f"), methods {', '.join(s['methods'])}; fill `{s['fill']}`, "
-        f"target `{s['target']}`, curve steps {s['curve_steps']}, batch size {s['batch_size']}, "
-        f"chunk size {s['chunk_size']}; device {s['device']}, {s['threads']} torch threads.",
-        "",
-        "Modes: " + ", ".join(f"`{m}`" for m in s["modes"]) + ". They run interleaved batch by "
-        "batch in one process, the fp32 run first; every mode scores the fp32 run's "
-        "explanations, so the runs differ only by the masked copies' forwards (the clean forward "
-        "Y and the gradient pass are fp32 in every mode). Full-evaluation time per mode = the "
-        "fp32 run's per-batch time outside the metric forwards (explanations, floor, masks) + "
-        "that mode's metric seconds. A compiled mode compiles during its first batch; the "
-        "'after first batch' columns leave that batch out for every mode.",
-    ]
-    if facts:
-        lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()
-                                              if k != "date_utc") + "."]
-    lines += ["", "## Speed and safety per mode", "",
-              "`safe`: every claim-check verdict unchanged and every method's Average Drop "
-              "(Table 3) moved by less than a tenth of its fp32 95% bootstrap interval's width. "
-              "`max |dO|`: the largest per-image change of O over the soft map and every top-k "
-              "mask, every method. `max |d|/width`: the largest change of any table cell "
-              "(Tables 3, 4, curves) over its interval width.", ""]
-    show = summ[["mode", "metric_ms_per_image", "metric_speedup",
-                 "metric_speedup_after_first_batch", "metric_speedup_batch_median",
-                 "evaluation_speedup",
-                 "evaluation_speedup_after_first_batch", "first_batch_metric_s",
-                 "max_abs_delta_O", "max_abs_delta_avg_drop", "max_avg_drop_delta_over_width",
-                 "max_delta_over_width", "max_delta_over_width_at", "verdicts_changed",
-                 "verdicts", "safe"]].rename(columns={
-                     "metric_ms_per_image": "metric ms/image",
-                     "metric_speedup": "metric x", "metric_speedup_after_first_batch":
-                     "metric x (after 1st batch)",
-                     "metric_speedup_batch_median": "metric x (median batch)",
-                     "evaluation_speedup": "evaluation x",
-                     "evaluation_speedup_after_first_batch": "evaluation x (after 1st batch)",
-                     "first_batch_metric_s": "1st batch metric s",
-                     "max_abs_delta_O": "max |dO|", "max_abs_delta_avg_drop": "max |dAD|",
-                     "max_avg_drop_delta_over_width": "max |dAD|/width",
-                     "max_delta_over_width": "max |d|/width",
-                     "max_delta_over_width_at": "at", "verdicts_changed": "verdicts changed"})
-    lines += [_md(show), ""]
-    if len(safe):
-        best = safe.iloc[0]
-        lines += [f"**Fastest safe mode: `{best['mode']}`**: full evaluation "
-                  f"{best['evaluation_speedup']:.2f}x faster than fp32 eager "
-                  f"({best['evaluation_speedup_after_first_batch']:.2f}x after the first batch), "
-                  f"metric forwards {best['metric_speedup']:.2f}x; Average Drop moved by at most "
-                  f"{best['max_avg_drop_delta_over_width']:.3f} of its interval width, "
-                  f"{int(best['verdicts_changed'])} of {int(best['verdicts'])} verdicts changed.",
-                  ""]
-    else:
-        lines += ["**No fast mode is safe** by the rule above.", ""]
+    by_mode = summ.set_index("mode")
+    unsafe = []
     for c in comparisons:
         if c.mode in set(safe["mode"]):
             continue
         ad = c.columns[c.columns["column"] == schema.drop(schema.SOFT)]
         over = ad[ad["delta_over_width"] >= SAFE_WIDTH_FRACTION]
-        row = summ.set_index("mode").loc[c.mode]
-        why = []
-        if len(over):
-            why.append(f"Average Drop moved by >= {SAFE_WIDTH_FRACTION:g} of its interval width "
-                       "for "
-                       + ", ".join(f"{r.method} ({r.delta:+.3f} points, "
-                                   f"{r.delta_over_width:.3f} of {r.fp32_ci_width:.2f})"
-                                   for r in over.itertuples())
-                       + f"; {len(ad) - len(over)} of {len(ad)} methods stay below "
-                       f"{SAFE_WIDTH_FRACTION:g}")
-        if c.verdicts_changed:
-            why.append(f"{c.verdicts_changed} of {len(c.verdicts)} claim-check verdicts changed")
-        lines += [f"`{c.mode}` is not safe (full evaluation {row['evaluation_speedup']:.2f}x, "
-                  f"metric forwards {row['metric_speedup']:.2f}x): " + "; ".join(why) + ".", ""]
-    for c in comparisons:
-        t = c.columns
-        per = []
-        for m, sub in t.groupby("method", sort=False):
-            r = sub.set_index("column")
-            o = [x for x in r.index if x.startswith("O_top")]
-            row = {"method": m,
-                   "|dO_soft| med / p99 / max": (
-                       f"{r.loc['O_soft', 'abs_median']:.2e} / {r.loc['O_soft', 'abs_p99']:.2e}"
-                       f" / {r.loc['O_soft', 'abs_max']:.2e}"),
-                   "|dO_top| p99 / max": (f"{r.loc[o, 'abs_p99'].max() / 100:.2e} / "
-                                          f"{r.loc[o, 'abs_max'].max() / 100:.2e}"),
-                   "AD fp32": r.loc["drop_soft", "fp32"], "dAD": r.loc["drop_soft", "delta"],
-                   "AD width": r.loc["drop_soft", "fp32_ci_width"],
-                   "dAD/width": r.loc["drop_soft", "delta_over_width"],
-                   "d%Inc": r.loc["increase_soft", "delta"],
-                   "%Inc width": r.loc["increase_soft", "fp32_ci_width"]}
-            if schema.DELETION_AUC in r.index:
-                row.update({"d del AUC": r.loc[schema.DELETION_AUC, "delta"],
-                            "del width": r.loc[schema.DELETION_AUC, "fp32_ci_width"],
-                            "d ins AUC": r.loc[schema.INSERTION_AUC, "delta"],
-                            "ins width": r.loc[schema.INSERTION_AUC, "fp32_ci_width"]})
-            worst = sub.loc[sub["delta_over_width"].idxmax()]
-            row["max |d|/width (cell)"] = (f"{worst['delta_over_width']:.3f} "
-                                           f"({worst['column']})")
-            per.append(row)
-        lines += [f"## `{c.mode}` per method", "",
-                  "O changes are probabilities; AD (Average Drop), % Increase and the AUCs are "
-                  "table cells (means over images) with the width of the fp32 95% interval; "
-                  "every read-out of Table 4 (O, Average Drop, % Increase, top-1 agreement at "
-                  "each k) is in `precision.csv`.", "", _md(pd.DataFrame(per), 4), ""]
-        if len(c.verdicts):
-            changed = c.verdicts[c.verdicts["changed"]]
-            lines += [f"Claim check: {len(changed)} of {len(c.verdicts)} verdicts changed."]
-            if len(changed):
-                lines += ["", _md(changed.drop(columns=["mode", "changed"]), 4)]
-            lines += [""]
-    lines += ["## precision.csv", "",
-              "One row per (mode, method, per-image column): `abs_median` / `abs_p99` / `abs_max`"
-              " of the per-image |fast - fp32| (O_top read-outs in percent, like Table 4), "
-              "`changed_images`; `fp32` / `fast` / `delta`: the table cell (mean over images) "
-              "in both runs; `fp32_ci_width`: the width of the fp32 cell's 95% bootstrap "
-              "interval (`paperlib.tables`, seed 0); `delta_over_width` = |delta| / width.", ""]
-    md.write_text("\n".join(lines))
-    return [csv, summary_csv, md]
+        unsafe.append({"mode": c.mode, "row": by_mode.loc[c.mode].to_dict(),
+                       "over": [r._asdict() for r in over.itertuples()], "methods": len(ad),
+                       "verdicts_changed": c.verdicts_changed, "verdicts": len(c.verdicts)})
+    modes = [{"mode": c.mode, "per_method": _per_method(c), "verdicts": len(c.verdicts),
+              "changed": c.verdicts[c.verdicts["changed"]].drop(columns=["mode", "changed"])
+              if len(c.verdicts) else None} for c in comparisons]
+    return {"s": settings, "images": int(summ["images"].iloc[0]),
+            "date": facts.get("date_utc", "") if facts else "",
+            "machine": [(k, v) for k, v in facts.items() if k != "date_utc"] if facts else None,
+            "shown": summ[list(_SHOWN)].rename(columns=_SHOWN),
+            "best": safe.iloc[0].to_dict() if len(safe) else None, "unsafe": unsafe,
+            "modes": modes, "safe_width": SAFE_WIDTH_FRACTION}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -15,14 +15,14 @@ import pandas as pd
 
 from . import schema
 from .cam import METHODS
+from .formatting import formatted
 from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .schema import READOUTS
 from .stats import bootstrap_ci, holm, paired_wilcoxon
+from .verdicts import ALPHA, CLAIMS
 
-__all__ = ["HEADLINE", "READOUTS", "VERDICTS", "claim_check", "claim_holds", "curves_table",
-           "formatted", "paper_column", "scale_verdict", "table3", "table4", "table4_scale",
-           "tally_verdicts", "trend_check", "wilcoxon_table", "write_table"]
-
+__all__ = ["claim_check", "curves_table", "paper_column", "scale_verdict", "table3", "table4",
+           "table4_scale", "trend_check", "wilcoxon_table", "write_table"]
 
 
 def paper_column(method: str) -> str | None:
@@ -115,41 +115,7 @@ def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequ
     return out
 
 
-#: The paper's claims, per Wilcoxon column: the direction in which the variant should beat the
-#: baseline (variant - baseline < 0 for Average Drop and deletion AUC, > 0 for the others).
-CLAIMS = {schema.drop(schema.SOFT): ("Average Drop", -1),
-          schema.increase(schema.SOFT): ("% Increase", +1),
-          schema.drop(schema.top(20)): ("Average Drop, top 20% kept", -1),
-          schema.DELETION_AUC: ("deletion AUC", -1),
-          schema.INSERTION_AUC: ("insertion AUC", +1)}
-
-
-#: The paper's headline claim: Table 3's two metrics (labels as in :data:`CLAIMS`).
-HEADLINE = (CLAIMS[schema.drop(schema.SOFT)][0], CLAIMS[schema.increase(schema.SOFT)][0])
-#: Verdicts in display order, with their short forms.
-VERDICTS = {"better": "better", "no significant difference": "n.s.", "worse": "worse"}
-
-
-def tally_verdicts(verdicts: pd.Series) -> str:
-    """``better x2, n.s. x1, worse x2``: how often each verdict occurs (missing ones skipped;
-    ``""`` when there is none)."""
-    counts = verdicts.dropna().value_counts()
-    return ", ".join(f"{short} x{counts[v]}" for v, short in VERDICTS.items() if v in counts)
-
-
-def claim_holds(claims: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.Series:
-    """Per variant of a :func:`claim_check` frame (in order of appearance): does the paper's
-    claim hold, i.e. is the variant *better* than every baseline of the frame on every one of
-    ``metrics`` that the frame holds, with no comparison missing?"""
-    present = [m for m in metrics if m in set(claims["metric"])]
-    sub = claims[claims["metric"].isin(present)]
-    need = len(present) * claims["baseline"].nunique()
-    ok = sub.groupby("variant", sort=False)["verdict"].agg(
-        lambda v: len(v) == need and bool((v == "better").all()))
-    return ok.reindex(list(dict.fromkeys(claims["variant"])), fill_value=False).astype(bool)
-
-
-def claim_check(wt: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+def claim_check(wt: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     """Does each variant beat each baseline as the paper claims? From :func:`wilcoxon_table`.
 
     Verdict per comparison, on Holm-adjusted p-values: ``better`` (significant, in the claimed
@@ -236,24 +202,6 @@ def scale_verdict(scale: pd.DataFrame) -> str:
         text += (" No read-out comes within a factor of 2 of the paper's values: its read-out "
                  "remains unidentified.")
     return text
-
-
-def formatted(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """``col`` + ``col_lo`` + ``col_hi`` -> one ``mean [lo, hi]`` string column; others kept."""
-    out = {}
-    cols = list(table.columns)
-    for c in cols:
-        if c.endswith("_lo") or c.endswith("_hi"):
-            continue
-        if f"{c}_lo" in cols and f"{c}_hi" in cols:
-            out[c] = ["n/a" if pd.isna(v) else f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-                      for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
-        elif c.startswith("paper_"):
-            out[c] = ["n/a" if v is None or (isinstance(v, float) and np.isnan(v))
-                      else f"{v:.{digits}f}" for v in table[c]]
-        else:
-            out[c] = ["" if (isinstance(v, float) and np.isnan(v)) else v for v in table[c]]
-    return pd.DataFrame(out)
 
 
 def write_table(table: pd.DataFrame, stem: str | Path, caption: str = "",

@@ -27,9 +27,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 #: /work/shared/DESIGN.md, adapted to the modules that exist). A new module gets a line here.
 LAYERS: dict[int, tuple[str, ...]] = {
     # no paperlib module but these, no torch: places, the row schema, the paper's numbers,
-    # statistics, the progress bar, torch.distributed helpers, results keys, atomic writes
+    # statistics, the progress bar, torch.distributed helpers, results keys, atomic writes, the
+    # claim verdicts and goals, number formatting (the torch-free ground the reports stand on)
     0: ("paths", "schema", "paper_reference", "stats", "power", "progress", "distributed",
-        "fingerprint", "atomic"),
+        "fingerprint", "atomic", "verdicts", "goals", "formatting"),
     # the machine, the hooks, masks, the fast metric forwards, images
     1: ("perf", "hooks", "masking", "forward", "data", "userdata"),
     # maps: the method registry and its methods; the black boxes (models <-> wrap: one cycle,
@@ -39,8 +40,9 @@ LAYERS: dict[int, tuple[str, ...]] = {
     3: ("metrics",),
     # the SQLite store, the run ledger, the evaluation loop
     4: ("store", "runs", "evaluation"),
-    # what is computed from the rows: tables, the sanity check, figures, Table 2
-    5: ("tables", "sanity", "plots", "model_selection"),
+    # what is computed from the rows: tables, the sanity check, figures, Table 2; the reports'
+    # facts and their templates (torch-free: it imports only L0 modules)
+    5: ("tables", "sanity", "plots", "model_selection", "report"),
     # studies over whole evaluations
     6: ("precision", "protocol", "attention_training"),
     # entry points: command lines, notebooks' helpers, the README, downloads. matrix is a study

@@ -78,8 +78,8 @@ def test_holds_tally_and_sentence_give_the_expected_verdicts(hand_made):
 
 def test_the_claim_needs_every_headline_comparison(hand_made):
     """A variant better in every comparison it has, but missing one headline comparison, does not
-    meet the claim (one definition, tables.claim_holds, for the matrix and the README)."""
-    from paperlib.tables import claim_holds
+    meet the claim (one definition, verdicts.claim_holds, for the matrix and the README)."""
+    from paperlib.verdicts import claim_holds
 
     a = hand_made["A @ last"]
     assert claim_holds(a).to_dict() == {"per-image": True, "fixed": False}

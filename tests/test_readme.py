@@ -10,8 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from paperlib import readme
-from paperlib.readme import PLACEHOLDER, findings, replace_blocks, results_markdown, update
+from paperlib import readme, report
+from paperlib.readme import replace_blocks, results_markdown, update
+from paperlib.report import PLACEHOLDER
+from paperlib.schema import READOUTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,13 +78,20 @@ def test_update_writes_placeholder_for_missing_sources(tmp_path: Path) -> None:
 
 
 def test_blocks_keeps_its_names(tmp_path: Path) -> None:
-    names = set(readme.blocks(tmp_path))
+    names = set(report.blocks(tmp_path))
     assert {"table2", "choice", "table3", "table4", "trend", "claims", "curves", "wilcoxon",
             "sanity", "speed", "findings"} <= names
-    assert all(readme.blocks(tmp_path)[n] is None for n in names - {"benchmark_cpu", "scale_cost"})
+    assert all(report.blocks(tmp_path)[n] is None for n in names - {"benchmark_cpu", "scale_cost"})
 
 
 # --- "What the results say" ----------------------------------------------------------------------
+
+def findings(claims=None, trend=None, sanity=None, table3=None) -> list[str]:
+    """The sentences of the findings block: its facts (:func:`paperlib.report.findings`) through
+    its template (the facts themselves are tested in tests/test_report.py)."""
+    text = report.render("blocks/findings.md.j2", f=report.findings(claims, trend, sanity, table3))
+    return [line.removeprefix("* ") for line in text.splitlines()]
+
 
 def _claims() -> pd.DataFrame:
     rows = [
@@ -191,7 +200,7 @@ def _write_results(folder: Path) -> Path:
     (folder / "chosen_model.json").write_text(json.dumps(
         {"model": "lite0", "most_accurate": "lite2", "rule": "the rule"}))
     t4 = pd.DataFrame({"method": ["gradcam"], "n_images": [2]})
-    for prefix in readme.READOUTS:
+    for prefix in READOUTS:
         for k in (5, 10):
             t4[f"{prefix}{k}"], t4[f"{prefix}{k}_lo"], t4[f"{prefix}{k}_hi"] = 1.5, 1.0, 2.0
     t4["paper_top5"], t4["paper_top10"] = 0.28, 0.40
@@ -252,7 +261,7 @@ def test_empty_tables_count_as_missing(tmp_path: Path) -> None:
     (folder / "table4_trend.csv").write_text("\n")
     (folder / "claims.csv").write_text("variant,baseline,metric,variant - baseline,p (Holm),"
                                        "verdict\n")
-    content = readme.blocks(folder)
+    content = report.blocks(folder)
     assert content["claims"] is None
     ties, sanity = EXPECTED[5], EXPECTED[7]  # no claims, no trend: only these two are left
     assert content["findings"] == f"* {ties}\n* {sanity}"
@@ -307,7 +316,7 @@ def test_generated_files_are_up_to_date() -> None:
     if not (results / "claims.csv").is_file():
         pytest.skip("no committed results/")
     text = README.read_text()
-    assert replace_blocks(text, readme.blocks(results))[0] == text, "run `make readme`"
+    assert replace_blocks(text, report.blocks(results))[0] == text, "run `make readme`"
     assert (results / "RESULTS.md").read_text() == results_markdown(results), "run `make readme`"
 
 
@@ -321,7 +330,7 @@ def test_precision_block_names_the_fastest_safe_mode_and_why_others_are_not(tmp_
              "max_avg_drop_delta_over_width": 0.05, "verdicts_changed": 0, "safe": True}]
     pd.DataFrame([{**common, **r} for r in rows]).to_csv(tmp_path / "precision_summary.csv",
                                                          index=False)
-    text = readme.blocks(tmp_path)["precision"]
+    text = report.blocks(tmp_path)["precision"]
     assert "250 images of split `eval`" in text and "(cpu, 2 threads;" in text
     assert ("the fastest safe mode is `bf16+compile`, full evaluation **1.60x** faster (meets "
             "the 1.5x goal)") in text

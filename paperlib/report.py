@@ -1,0 +1,487 @@
+"""Reports as facts + templates: the one renderer of RESULTS.md, the README's blocks, the precision
+report and the benchmark reports.
+
+The facts are data computed here from a run's files (plain dicts, lists and DataFrames: tie
+groups, the trend ranking, the distance to the paper, the verdict tallies...), tested as data; the
+wording lives in Jinja2 templates under ``paperlib/templates/`` and tables are
+``DataFrame.to_markdown``. :func:`render` renders a template with facts. Torch-free: ``make
+readme`` and ``paperlib readme --check`` import no torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from .formatting import formatted
+from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
+from .paths import PACKAGE_DIR, REPO_ROOT
+from .schema import READOUTS, SOFT, drop
+from .stats import bootstrap_ci
+from .verdicts import ALPHA, CLAIMS, HEADLINE, VERDICTS, claim_holds, tally_verdicts
+
+__all__ = ["LEVEL", "PER_IMAGE", "PLACEHOLDER", "TIE_TOLERANCE", "blocks", "claim_facts",
+           "closest_to_paper", "facts", "findings", "power_facts", "precision_facts", "render",
+           "sanity_facts", "tie_groups", "trend_ranking", "verdict_rows"]
+
+#: What a block shows when the file it is made from does not exist.
+PLACEHOLDER = "_(not yet produced: run `make reproduce`)_"
+#: Level of the bootstrap intervals (the default of :func:`paperlib.stats.bootstrap_ci`).
+LEVEL = inspect.signature(bootstrap_ci).parameters["level"].default
+#: Two methods tie when Average Drop and % Increase (percentage points) differ by at most this.
+TIE_TOLERANCE = 1e-4
+#: The variant whose parameters are fitted to each image on the quantity the metrics measure.
+PER_IMAGE = "attention-per-image"
+#: Where the templates are (shipped as package data).
+TEMPLATES = PACKAGE_DIR / "templates"
+
+
+# --- the renderer --------------------------------------------------------------------------------
+
+def _md(frame: pd.DataFrame, **kwargs: Any) -> str:
+    return frame.to_markdown(index=False, **kwargs)
+
+
+def _names(items: Sequence[str]) -> str:
+    return ", ".join(f"`{x}`" for x in items)
+
+
+def _and(labels: Sequence[str]) -> str:
+    """``*a*, *b* and *c*`` (labels may contain commas)."""
+    items = [f"*{x}*" for x in labels]
+    return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else \
+        (items[0] if items else "none")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                             undefined=jinja2.StrictUndefined, autoescape=False,
+                             trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(md=_md, names=_names, and_=_and, anchor=_anchor,
+                       f=lambda v, spec: format(v, spec))
+    return env
+
+
+_ENV = _env()
+
+
+def render(template: str, **facts: Any) -> str:
+    """The template ``paperlib/templates/<template>`` rendered with ``facts``."""
+    return _ENV.get_template(template).render(**facts)
+
+
+# --- reading a run's files -----------------------------------------------------------------------
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
+
+
+def _csv(path: Path) -> pd.DataFrame | None:
+    """The table, or ``None`` when the file is missing or holds no rows."""
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None
+    return frame if len(frame) else None
+
+
+def _file_md(results: Path, name: str) -> str | None:
+    text = _read(results / f"{name}.md")
+    return (text.strip() or None) if text else None
+
+
+def _caption(results: Path, name: str) -> str | None:
+    """The caption line that :func:`paperlib.tables.write_table` puts above a table, if any."""
+    text = _read(results / f"{name}.md")
+    if not text:
+        return None
+    first = text.strip().split("\n\n", 1)[0].strip()
+    return None if first.startswith("|") else first
+
+
+def _ordered(values: pd.Series) -> list[str]:
+    """Distinct values in order of first appearance."""
+    return list(dict.fromkeys(values.tolist()))
+
+
+def _json(path: Path) -> Any:
+    text = _read(path)
+    return None if text is None else json.loads(text)
+
+
+# --- facts: the claims ---------------------------------------------------------------------------
+
+_OTHER = ("better", "worse", "no significant difference")
+
+
+def claim_facts(claims: pd.DataFrame) -> dict[str, Any]:
+    """The claim check as data: variants, baselines, metrics (in order), the headline metrics
+    present, per variant whether the paper's claim holds, and per variant and metric the baselines
+    of each verdict (``better`` first, then ``worse``, ``no significant difference``, others)."""
+    variants, baselines = _ordered(claims["variant"]), _ordered(claims["baseline"])
+    metrics = _ordered(claims["metric"])
+    headline = [m for m in HEADLINE if m in metrics]
+    holds = claim_holds(claims) if headline else pd.Series(dtype=bool)
+    per: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        mine = claims[claims["variant"] == v]
+        by_metric: dict[str, list[dict[str, Any]]] = {}
+        for m in metrics:
+            rows = mine[mine["metric"] == m]
+            if not len(rows):
+                continue
+            order = (*_OTHER, *sorted(set(rows["verdict"]) - set(_OTHER)))
+            by_metric[m] = [{"verdict": verdict, "total": len(rows),
+                             "baselines": rows.loc[rows["verdict"] == verdict,
+                                                   "baseline"].tolist()}
+                            for verdict in order if (rows["verdict"] == verdict).any()]
+        per[v] = {"baselines": len(_ordered(mine["baseline"])), "metrics": by_metric}
+    ok = {v: bool(holds[v]) for v in holds.index}
+    return {"variants": variants, "baselines": baselines, "metrics": metrics,
+            "headline": headline, "holds": ok,
+            "holds_for": [v for v in variants if ok.get(v)],
+            "fails_for": [v for v in variants if not ok.get(v)], "per_variant": per}
+
+
+def tie_groups(table3: pd.DataFrame, tol: float = TIE_TOLERANCE) -> list[list[str]]:
+    """Groups (of two or more) of Table 3's methods with equal Average Drop and % Increase, to
+    within ``tol``: each method joins the first group whose first member it ties with."""
+    groups: list[list[str]] = []
+    reps: list[tuple[float, float]] = []
+    for _, r in table3.iterrows():
+        key = (float(r["avg_drop"]), float(r["increase"]))
+        for group, rep in zip(groups, reps, strict=True):
+            if abs(key[0] - rep[0]) <= tol and abs(key[1] - rep[1]) <= tol:
+                group.append(str(r["method"]))
+                break
+        else:
+            groups.append([str(r["method"])])
+            reps.append(key)
+    return [g for g in groups if len(g) > 1]
+
+
+def trend_ranking(trend: pd.DataFrame) -> list[dict[str, Any]]:
+    """Table 4's read-outs, best follower of the paper's Grad-CAM row first: by Spearman (rounded
+    to 6 digits; undefined last), then by the smaller largest absolute difference."""
+    t = trend.assign(_rho=trend["spearman"].round(6).fillna(-np.inf))
+    t = t.sort_values(["_rho", "max_abs_diff"], ascending=[False, True], kind="stable")
+    return [{"readout": r["readout"],
+             "spearman": None if pd.isna(r["spearman"]) else float(r["spearman"]),
+             "max_abs_diff": float(r["max_abs_diff"]),
+             "same_direction_every_step":
+                 str(r["same_direction_every_step"]) == "True"} for _, r in t.iterrows()]
+
+
+def sanity_facts(sanity: pd.DataFrame) -> dict[str, Any]:
+    """The sanity check: its number of steps, and the flagged / not flagged methods with their
+    correlation after the last step (``None`` without step columns)."""
+    steps = [c for c in sanity.columns if re.fullmatch(r"step\d+", c)]
+    last = max(steps, key=lambda c: int(c[len("step"):])) if steps else None
+    flagged = sanity["flagged"].astype(str) == "True"
+
+    def named(rows: pd.DataFrame) -> list[dict[str, Any]]:
+        return [{"method": r["method"], "last": None if last is None else float(r[last])}
+                for _, r in rows.iterrows()]
+
+    return {"steps": len(steps) if last else 0, "flagged": named(sanity[flagged]),
+            "not_flagged": named(sanity[~flagged])}
+
+
+def findings(claims: pd.DataFrame | None = None, trend: pd.DataFrame | None = None,
+             sanity: pd.DataFrame | None = None, table3: pd.DataFrame | None = None,
+             ) -> dict[str, Any]:
+    """The facts of "What the results say", from the tables given (any may be ``None``: its
+    facts are ``None``)."""
+    return {
+        "claims": claim_facts(claims) if claims is not None and len(claims) else None,
+        "n_images": (int(table3["n_images"].max()) if table3 is not None and len(table3)
+                     else None),
+        "alpha": ALPHA, "per_image": PER_IMAGE, "tolerance": TIE_TOLERANCE,
+        "ties": tie_groups(table3) if table3 is not None and len(table3) else None,
+        "n_table3": len(table3) if table3 is not None else 0,
+        "trend": trend_ranking(trend) if trend is not None and len(trend) else None,
+        "trend_same": (trend.loc[trend["same_direction_every_step"].astype(str) == "True",
+                                 "readout"].tolist() if trend is not None else []),
+        "sanity": sanity_facts(sanity) if sanity is not None and len(sanity) else None,
+    }
+
+
+# --- facts: the verdict on the paper and the readings --------------------------------------------
+
+def _cell(row: pd.Series, col: str) -> str:
+    return f"{row[col]:.2f} [{row[col + '_lo']:.2f}, {row[col + '_hi']:.2f}]"
+
+
+def _paper(value: object) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{float(value):.2f}"  # type: ignore[arg-type]
+
+
+def verdict_rows(table3: pd.DataFrame, claims: pd.DataFrame,
+                 power: pd.DataFrame | None = None) -> list[dict[str, Any]]:
+    """Paper vs kit per baseline and variant of the claim check (Table 3's order): the kit's and
+    the paper's Average Drop and % Increase, per headline metric the tally of the verdicts, and the
+    images needed to see the paper's Average Drop gap against the first baseline (``None``)."""
+    variants, baselines = _ordered(claims["variant"]), _ordered(claims["baseline"])
+    rows = []
+    for _, r in table3.iterrows():
+        m = r["method"]
+        if m not in variants and m not in baselines:
+            continue
+        sub = claims[claims["variant"] == m]
+        need = None
+        if power is not None and len(sub):
+            hit = power[(power["variant"] == m) & (power["baseline"] == baselines[0])
+                        & (power["metric"] == drop(SOFT))]
+            if len(hit) and not pd.isna(hit["n_needed"].iloc[0]):
+                need = int(hit["n_needed"].iloc[0])
+        rows.append({"method": m, "avg_drop": _cell(r, "avg_drop"),
+                     "paper_avg_drop": _paper(r.get("paper_avg_drop")),
+                     "increase": _cell(r, "increase"),
+                     "paper_increase": _paper(r.get("paper_increase")),
+                     "tallies": {metric: tally_verdicts(sub.loc[sub["metric"] == metric,
+                                                                "verdict"])
+                                 for metric in HEADLINE},
+                     "n_needed": need})
+    return rows
+
+
+def _verdict(results: Path) -> dict[str, Any] | None:
+    t3, claims = _csv(results / "table3.csv"), _csv(results / "claims.csv")
+    if t3 is None or claims is None:
+        return None
+    baselines = _ordered(claims["baseline"])
+    rows = verdict_rows(t3, claims, _csv(results / "power.csv"))
+    table = pd.DataFrame([{
+        "method": f"`{r['method']}`", "Average Drop (kit)": r["avg_drop"],
+        "Average Drop (paper)": r["paper_avg_drop"], "% Increase (kit)": r["increase"],
+        "% Increase (paper)": r["paper_increase"],
+        **{f"{metric} vs {len(baselines)} baselines": t for metric, t in r["tallies"].items()},
+        f"images to see the paper's AD gap vs `{baselines[0]}`":
+            "" if r["n_needed"] is None else str(r["n_needed"])} for r in rows])
+    return {"table": table, "n_images": int(t3["n_images"].max()), "level": LEVEL,
+            "alpha": ALPHA}
+
+
+def closest_to_paper(table3: pd.DataFrame, names: Sequence[str] = (
+        "smoothgradcampp", "smoothgradcampp-maps"), paper: str = "smoothgradcampp",
+        ) -> dict[str, Any] | None:
+    """Which of ``names`` is closest to the paper's Table 3 row ``paper`` (sum of the absolute
+    differences of Average Drop and % Increase), with every method's values and distance;
+    ``None`` when one is missing."""
+    sub = table3.set_index("method")
+    if not all(n in sub.index for n in names) or paper not in PAPER_TABLE3:
+        return None
+    ref = PAPER_TABLE3[paper]
+    dist = {n: float(abs(sub.loc[n, "avg_drop"] - ref["avg_drop"])
+                     + abs(sub.loc[n, "increase"] - ref["increase"])) for n in names}
+    best = min(dist, key=dist.__getitem__)
+    return {"methods": [{"method": n, "avg_drop": float(sub.loc[n, "avg_drop"]),
+                         "increase": float(sub.loc[n, "increase"]), "distance": dist[n]}
+                        for n in names],
+            "paper": ref, "best": best, "distance": dist[best], "worst": max(dist.values())}
+
+
+def seeds_facts(seeds: pd.DataFrame) -> list[dict[str, Any]]:
+    """The untrained module's seed sweep: per init, its headline metrics' rows."""
+    return [{"init": init, "rows": [r.to_dict() for _, r in sub.iterrows()
+                                    if r["metric"] in HEADLINE]}
+            for init, sub in seeds.groupby("init", sort=False)]
+
+
+def protocol_facts(changes: pd.DataFrame, examples: int = 3) -> dict[str, Any]:
+    """Protocol sensitivity: the protocols, how many verdicts change, the first few that do."""
+    protocols = [c for c in changes.columns if "/" in c]
+    changed = changes[changes["changes"].astype(bool)]
+    return {"protocols": protocols, "changed": len(changed), "total": len(changes),
+            "examples": [{"variant": r["variant"], "baseline": r["baseline"],
+                          "metric": r["metric"],
+                          "verdicts": [(p, VERDICTS.get(r[p], r[p])) for p in protocols]}
+                         for _, r in changed.head(examples).iterrows()]}
+
+
+def power_facts(power: pd.DataFrame) -> dict[str, Any] | None:
+    """Power for Average Drop against the paper's gaps: the detectable difference's range, the
+    paper's gaps, the images they need, how many comparisons are powered at this n."""
+    sub = power[(power["metric"] == drop(SOFT)) & power["paper_gap"].notna()]
+    if not len(sub):
+        return None
+    need = sub["n_needed"].dropna()
+    return {"alpha": ALPHA, "n_images": int(sub["n_images"].max()),
+            "mdd": (float(sub["mdd"].min()), float(sub["mdd"].max())),
+            "gap": (float(sub["paper_gap"].abs().min()), float(sub["paper_gap"].abs().max())),
+            "needed": (int(need.min()), int(need.max())) if len(need) else None,
+            "powered": int(sub["detectable_at_n"].astype(bool).sum()), "comparisons": len(sub)}
+
+
+def _readings(results: Path) -> dict[str, Any] | None:
+    t3 = _csv(results / "table3.csv")
+    seeds = _csv(results / "untrained_seeds.csv")
+    changes = _csv(results / "protocol_verdicts.csv")
+    power = _csv(results / "power.csv")
+    scale = _read(results / "table4_scale_verdict.txt")
+    out = {"smoothgrad": closest_to_paper(t3) if t3 is not None else None,
+           "seeds": seeds_facts(seeds) if seeds is not None else None,
+           "protocol": protocol_facts(changes) if changes is not None else None,
+           "power": power_facts(power) if power is not None else None,
+           "scale": scale.strip() if scale else None}
+    return out if any(v for v in out.values()) else None
+
+
+# --- facts: the other blocks ---------------------------------------------------------------------
+
+def _table4(results: Path) -> dict[str, Any] | None:
+    t4 = _csv(results / "table4.csv")
+    if t4 is None:
+        return None
+    ks = sorted({int(c[len("O_top"):]) for c in t4.columns if re.fullmatch(r"O_top\d+", c)})
+    shown = formatted(t4)
+    readouts = []
+    for prefix, title in READOUTS.items():
+        cols = ["method"] + [f"{prefix}{k}" for k in ks]
+        readouts.append((title, shown[cols].rename(
+            columns={f"{prefix}{k}": f"top {k}%" for k in ks})))
+    paper = pd.DataFrame([{"paper (ResNet-50)": col, **{f"top {k}%": cells.get(k) for k in ks}}
+                          for col, cells in PAPER_TABLE4.items()])
+    return {"readouts": readouts, "paper": paper}
+
+
+def _claims_table(results: Path) -> dict[str, Any] | None:
+    claims = _csv(results / "claims.csv")
+    if claims is None:
+        return None
+    wide = claims.pivot_table(index=["variant", "baseline"], columns="metric", values="verdict",
+                              aggfunc="first")
+    order = pd.MultiIndex.from_tuples(
+        [(v, b) for v in _ordered(claims["variant"]) for b in _ordered(claims["baseline"])
+         if (v, b) in wide.index], names=["variant", "baseline"])
+    wide = wide.reindex(order)[_ordered(claims["metric"])].fillna("").replace(VERDICTS)
+    return {"caption": _caption(results, "claims"), "table": wide.reset_index(),
+            "alpha": ALPHA}
+
+
+def _p(p: float) -> str:
+    return "n/a" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _wilcoxon(results: Path) -> dict[str, Any] | None:
+    wt = _csv(results / "wilcoxon.csv")
+    if wt is None:
+        return None
+    labels = {m: CLAIMS[m][0] if m in CLAIMS else m for m in _ordered(wt["metric"])}
+    rows = []
+    for v in _ordered(wt["variant"]):
+        for b in _ordered(wt["baseline"]):
+            sub = wt[(wt["variant"] == v) & (wt["baseline"] == b)]
+            if not len(sub):
+                continue
+            row = {"variant": v, "baseline": b}
+            for _, r in sub.iterrows():
+                row[labels[r["metric"]]] = f"{r['mean_diff']:+.3g} ({_p(r['p_holm'])})"
+            rows.append(row)
+    return {"caption": _caption(results, "wilcoxon"), "table": pd.DataFrame(rows).fillna(""),
+            "tests": len(wt),
+            "lower": [CLAIMS[m][0] for m in labels if m in CLAIMS and CLAIMS[m][1] < 0],
+            "higher": [CLAIMS[m][0] for m in labels if m in CLAIMS and CLAIMS[m][1] > 0]}
+
+
+def _run(results: Path) -> dict[str, Any] | None:
+    speed = _json(results / "eval_speed.json")
+    summary = _json(results / "reproduce_summary.json")
+    if speed is None and summary is None:
+        return None
+    return {"speed": speed, "summary": summary}
+
+
+def precision_facts(summary: pd.DataFrame) -> dict[str, Any]:
+    """The fast forwards' summary (``precision_summary.csv``): where it was measured, the fastest
+    safe mode (``None``) against the device's goal, and the unsafe modes."""
+    from .goals import SAFE_WIDTH_FRACTION, SPEEDUP_GOAL
+
+    first = summary.iloc[0]
+    safe = summary[summary["safe"]].sort_values("evaluation_speedup", ascending=False)
+    goal = SPEEDUP_GOAL["cpu" if first["device"] == "cpu" else "cuda"]
+    best = safe.iloc[0].to_dict() if len(safe) else None
+    return {"device": first["device"], "threads": int(first["threads"]),
+            "images": int(first["images"]), "split": first["split"], "goal": goal,
+            "best": best, "meets": best is not None and best["evaluation_speedup"] >= goal,
+            "unsafe": [r.to_dict() for _, r in summary[~summary["safe"]].iterrows()],
+            "safe_width": SAFE_WIDTH_FRACTION}
+
+
+def _matrix(results: Path) -> dict[str, Any] | None:
+    sentence = _read(results / "claim_matrix_verdict.txt")
+    tally = _csv(results / "claim_matrix_tally.csv")
+    if sentence is None or tally is None:
+        return None
+    records = _json(results / "matrix" / "cells.json")
+    minutes = None
+    if records:
+        order = [c for c in tally.columns if c in records] + \
+            [c for c in records if c not in tally.columns]
+        minutes = [(name, records[name]["compute_seconds"] / 60) for name in order]
+    return {"sentence": sentence.strip(), "tally": tally, "minutes": minutes}
+
+
+def facts(results: Path, bench: Path | None = None) -> dict[str, Any]:
+    """Every computed block's facts by name (``None`` where its source files are missing)."""
+    bench = REPO_ROOT / "benchmarks" if bench is None else bench
+    run = _run(results)
+    summ = _csv(results / "precision_summary.csv")
+    scale = _json(bench / "scale_cpu.json")
+    return {
+        "choice": _json(results / "chosen_model.json"),
+        "table4": _table4(results),
+        "claims": _claims_table(results),
+        "wilcoxon": _wilcoxon(results),
+        "speed": run,
+        "speed_full": run if run and run["speed"] and run["summary"] else None,
+        "findings": findings(_csv(results / "claims.csv"), _csv(results / "table4_trend.csv"),
+                             _csv(results / "sanity.csv"), _csv(results / "table3.csv")),
+        "verdict": _verdict(results),
+        "scale_cost": scale["imagenet"] if scale else None,
+        "readings": _readings(results),
+        "precision": precision_facts(summ) if summ is not None and not summ.empty else None,
+        "matrix": _matrix(results),
+    }
+
+
+#: Blocks that show a file of the run as it is (its ``.md``), by name.
+FILES = {"table2": "table2", "table3": "table3", "trend": "table4_trend",
+         "curves": "deletion_insertion", "sanity": "sanity", "power": "power",
+         "untrained": "untrained_seeds", "protocol": "protocol_verdicts", "scale": "table4_scale"}
+#: The order of the blocks.
+ORDER = ["table2", "choice", "table3", "table4", "trend", "claims", "curves", "wilcoxon",
+         "sanity", "speed", "speed_full", "findings", "verdict", "scale_cost", "readings", "power",
+         "untrained", "protocol", "scale", "precision", "matrix", "benchmark_cpu"]
+
+
+def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
+    """Every block's Markdown by name (``None`` where its source file is missing)."""
+    bench = REPO_ROOT / "benchmarks" if bench is None else bench
+    computed = facts(results, bench)
+    out: dict[str, str | None] = {}
+    for name in ORDER:
+        if name in FILES:
+            out[name] = _file_md(results, FILES[name])
+        elif name == "benchmark_cpu":
+            out[name] = (_read(bench / "REPORT_cpu.md") or "").strip() or None
+        else:
+            f = computed[name]
+            text = render(f"blocks/{name}.md.j2", f=f) if f is not None else ""
+            out[name] = text.rstrip("\n") or None
+    return out
