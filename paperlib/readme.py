@@ -684,7 +684,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = args.results or results_dir()
     print("wrote", write_results(results))
     print("updated README blocks:", ", ".join(update(args.readme, results)) or "none")
-
-
-if __name__ == "__main__":
-    main()
