@@ -5,20 +5,21 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Extra arguments for paperlib.reproduce, e.g. make reproduce ARGS="--device cuda"
+# Extra arguments for `paperlib reproduce` (and the other commands), e.g.
+# make reproduce ARGS="--device cuda"; `$(PY) -m paperlib COMMAND --help` lists the flags
 ARGS   ?=
 
 .PHONY: reproduce reproduce-matrix test lint env data lab train-attention benchmark readme
 
 reproduce: env data
-	$(PY) -m paperlib.reproduce $(ARGS)
+	$(PY) -m paperlib reproduce $(ARGS)
 
 # The claim matrix (3 black boxes x 2 layers; hours on a 2-core CPU; resumable): trains missing
 # attention checkpoints, evaluates each cell, writes results/claim_matrix.* and refreshes README.
 reproduce-matrix: env data
-	$(PY) -m paperlib.matrix $(ARGS)
+	$(PY) -m paperlib matrix $(ARGS)
 
-# Lint (ruff) and types (mypy), unit tests, then every notebook re-executed by nbval (outputs marked
+# Lint (ruff), types (mypy), README.md / RESULTS.md up to date with results/, unit tests, then every notebook re-executed by nbval (outputs marked
 # NBVAL_CHECK_OUTPUT compared); notebooks write into temporary folders, never into results/ and
 # figures/, and download nothing.
 test: env data lint
@@ -28,6 +29,7 @@ test: env data lint
 lint: env
 	$(PY) -m ruff check paperlib tests benchmarks
 	$(PY) -m mypy
+	$(PY) -m paperlib readme --check
 
 # The virtual environment with the kit installed (editable) and its Jupyter kernel "paperlib".
 env: $(STAMP)
@@ -39,18 +41,18 @@ $(STAMP): pyproject.toml
 
 # Images: $PAPERLIB_DATA, else data/imagenet-sample; downloaded (pinned) only when missing.
 data: env
-	$(PY) -m paperlib.download
+	$(PY) -m paperlib data
 
 # Open the notebooks interactively with the kit's kernel.
 lab: env
 	$(VENV)/bin/jupyter lab notebooks/
 
 train-attention: env data
-	$(PY) -m paperlib.attention_training --model efficientnet_lite0 $(ARGS)
+	$(PY) -m paperlib train-attention --model efficientnet_lite0 $(ARGS)
 
 benchmark: env data
 	$(PY) benchmarks/bench_cam.py
 
 # results/RESULTS.md and the README's generated blocks, rewritten from the files in results/.
 readme: env
-	$(PY) -m paperlib.readme
+	$(PY) -m paperlib readme $(ARGS)

@@ -4,8 +4,8 @@ decoding workers, and what ImageNet's 50,000 validation images would cost on one
 
 Four measurements, all on the same images (``--n-images`` of the eval split):
 
-1. **processes vs threads**: ``torchrun --nproc_per_node=2 -m paperlib.evaluate`` with one thread
-   per process against ``python -m paperlib.evaluate --threads 2`` (one process, two threads) and
+1. **processes vs threads**: ``torchrun --nproc_per_node=2 -m paperlib evaluate`` with one thread
+   per process against ``python -m paperlib evaluate --threads 2`` (one process, two threads) and
    ``--threads 1`` (the scaling reference), interleaved ``--repeats`` times, each into a fresh
    results folder. Throughput is images per
    second of compute: the images over the slowest rank's summed batch time (from the store's
@@ -74,9 +74,9 @@ def _cli_env(threads: int) -> dict[str, str]:
 
 
 def run_cli(nproc: int, threads: int, out: Path, args: Sequence[str]) -> dict[str, Any]:
-    """One ``paperlib.evaluate`` run (``nproc`` processes x ``threads`` threads) into ``out``:
+    """One ``paperlib evaluate`` run (``nproc`` processes x ``threads`` threads) into ``out``:
     wall time, and from the store's batch records the compute time of the slowest rank."""
-    evaluate = ["-m", "paperlib.evaluate", *args, "--output-dir", str(out), "--no-progress"]
+    evaluate = ["-m", "paperlib", "evaluate", *args, "--out", str(out), "--no-progress"]
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={nproc}", *evaluate] if nproc > 1
            else [sys.executable, *evaluate, "--threads", str(threads)])
@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = EvalSettings.from_parameters({"methods": methods,
                                              "curve_steps": args.curve_steps})
     cli = ["--n-images", str(args.n_images), "--batch-size", str(args.batch_size),
-           "--model-name", "efficientnet_lite0", "--methods", *methods,
+           "--model", "efficientnet_lite0", "--methods", *methods,
            "--curve-steps", str(settings.metrics.curve_steps)]
     bb = load_model("efficientnet_lite0", device="cpu")
     facts = harness.machine_facts(torch.device("cpu"), 2, args.batch_size, bb)

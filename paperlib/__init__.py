@@ -13,7 +13,6 @@ tables and figures. Each step is a module:
 - :mod:`paperlib.cam`       -- the method registry and :func:`explain`: every method from one pass
 - :mod:`paperlib.attention` -- the paper's channel + spatial attention over Grad-CAM's terms
 - :mod:`paperlib.schema`    -- the per-image row: one definition of the result columns
-- :mod:`paperlib.forward`   -- the metrics' opt-in fast forwards (bf16 / TF32 / fp16, compiled)
 - :mod:`paperlib.metrics`   -- Average Drop, % Increase, percentage-in, deletion/insertion
 - :mod:`paperlib.evaluation` -- the settings (explain options + metric config) and the run
 - :mod:`paperlib.stats`     -- bootstrap intervals, paired Wilcoxon tests
@@ -24,63 +23,79 @@ tables and figures. Each step is a module:
 - :mod:`paperlib.tables`, :mod:`paperlib.plots` -- tables and figures
 - :mod:`paperlib.paper_reference` -- every cell of the paper's Tables 2-4
 - :mod:`paperlib.protocol`, :mod:`paperlib.power` -- protocol sensitivity, seed sweeps, power
+- :mod:`paperlib.forward`   -- the metrics' opt-in fast forwards (bf16 / TF32 / fp16, compiled)
 - :mod:`paperlib.precision` -- the precision study: what the fast forwards do to the numbers
 - :mod:`paperlib.matrix`    -- the claim matrix over black boxes x layers
 - :mod:`paperlib.evaluate`, :mod:`paperlib.distributed` -- the evaluation without a notebook,
   under ``torchrun``
-- :mod:`paperlib.wrap`, :mod:`paperlib.userdata`, :mod:`paperlib.cli` -- your own model, images
-  and the ``paperlib explain`` command
+- :mod:`paperlib.wrap`, :mod:`paperlib.userdata` -- your own model and images
+- :mod:`paperlib.cli` -- the one ``paperlib`` command (explain, evaluate, reproduce, matrix, ...)
 - :mod:`paperlib.reproduce`, :mod:`paperlib.readme` -- ``make reproduce`` and the generated README
 
 A method is one record: a function decorated with :func:`paperlib.cam.register_method` (its
 label, role, options dataclass, cost). Everything downstream reads the registry.
+
+``import paperlib`` is cheap: the names above are imported on first use, and the package changes
+nothing process-wide (the allocator setting of :mod:`paperlib.perf` is made by the long-running
+commands, or on import when ``$PAPERLIB_MALLOC`` asks for it).
 """
 
+from __future__ import annotations
+
+import importlib as _importlib
 import os as _os
-from importlib import import_module as _import_module
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
+
+from .perf import MALLOC_ENV as _MALLOC_ENV
+from .perf import configure_malloc as _configure_malloc
 
 __version__ = "0.1.0"
 
-#: public name -> the module that defines it (imported on first use, PEP 562: ``import
-#: paperlib.readme`` and ``paperlib --help`` import no torch)
-_PUBLIC = {
-    "METHODS": "cam", "ExplainOptions": "cam", "Explanations": "cam", "MethodSpec": "cam",
-    "explain": "cam", "gradient_pass": "cam", "method_label": "cam", "register_method": "cam",
-    "imagenet_classes": "data", "iter_batches": "data", "load_images": "data",
-    "MODEL_NAMES": "models", "BlackBox": "models", "WeightsNotFoundError": "models",
-    "load_model": "models", "wrap_model": "wrap",
+#: The public API, by module. ``import paperlib`` imports none of them (no torch, no allocator
+#: setting): each name is imported on first use (PEP 562), e.g. ``paperlib.load_model``.
+_API = {
+    "cam": ("METHODS", "ExplainOptions", "Explanations", "MethodSpec", "explain",
+            "gradient_pass", "method_label", "register_method"),
+    "data": ("imagenet_classes", "iter_batches", "load_images"),
+    "models": ("MODEL_NAMES", "BlackBox", "WeightsNotFoundError", "load_model"),
+    "wrap": ("wrap_model",),
 }
+if _TYPE_CHECKING:  # what the names are, for type checkers (nothing is imported at run time)
+    from .cam import METHODS as METHODS
+    from .cam import ExplainOptions as ExplainOptions
+    from .cam import Explanations as Explanations
+    from .cam import MethodSpec as MethodSpec
+    from .cam import explain as explain
+    from .cam import gradient_pass as gradient_pass
+    from .cam import method_label as method_label
+    from .cam import register_method as register_method
+    from .data import imagenet_classes as imagenet_classes
+    from .data import iter_batches as iter_batches
+    from .data import load_images as load_images
+    from .models import MODEL_NAMES as MODEL_NAMES
+    from .models import BlackBox as BlackBox
+    from .models import WeightsNotFoundError as WeightsNotFoundError
+    from .models import load_model as load_model
+    from .wrap import wrap_model as wrap_model
+
+_HOME = {name: module for module, names in _API.items() for name in names}
+
+__all__ = sorted(_HOME)
+
+if _MALLOC_ENV in _os.environ:  # an entry point asked for it for its child processes (perf)
+    _configure_malloc()
 
 
 def __getattr__(name: str) -> _Any:
-    if name not in _PUBLIC:
+    module = _HOME.get(name)
+    if module is None:
         raise AttributeError(f"module 'paperlib' has no attribute {name!r}")
-    from .perf import configure_malloc
-
-    # the allocator must be configured before torch allocates (see paperlib.perf)
-    configure_malloc(_os.environ.get("PAPERLIB_MALLOC", "keep"))
-    _import_module(".attention", __name__)  # registers the attention methods
-    value = getattr(_import_module(f".{_PUBLIC[name]}", __name__), name)
+    _importlib.import_module(".attention", __name__)  # registers the attention methods
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 
 
-__all__ = [
-    "BlackBox",
-    "ExplainOptions",
-    "Explanations",
-    "METHODS",
-    "MethodSpec",
-    "MODEL_NAMES",
-    "WeightsNotFoundError",
-    "explain",
-    "gradient_pass",
-    "imagenet_classes",
-    "iter_batches",
-    "load_images",
-    "load_model",
-    "method_label",
-    "register_method",
-    "wrap_model",
-]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))

@@ -251,7 +251,7 @@ def _load_cached(path: str, device: str, mtime_ns: int) -> tuple[AttentionModule
     if not file.is_file():
         raise FileNotFoundError(
             f"no trained attention checkpoint at {file}; train one with "
-            "`paperlib-train-attention --model <name>` (or pass checkpoint=path)")
+            "`paperlib train-attention --model <name>` (or pass checkpoint=path)")
     state = torch.load(file, map_location="cpu", weights_only=True)
     config = json.loads(file.with_suffix(".json").read_text())
     module = AttentionModule(config["channels"], config["reduction"])

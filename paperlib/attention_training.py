@@ -18,8 +18,8 @@ file still reproduces the maps it made (:func:`reference_saliency`).
 A black box or layer without a checkpoint is trained on demand by :func:`ensure_trained` (``make
 reproduce``, the claim matrix), with a message saying so and roughly how long it takes.
 
-CLI: ``paperlib-train-attention --model efficientnet_lite0 [--target-layer blocks.6]``
-(``--help`` for the options).
+CLI: ``paperlib train-attention --model efficientnet_lite0 [--target-layer blocks.6]``
+(``--help`` for the options; declared in :mod:`paperlib.cli`).
 """
 
 from __future__ import annotations
@@ -239,28 +239,17 @@ def ensure_trained(black_box: BlackBox, dataset: ImageDataset,
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="efficientnet_lite0")
-    parser.add_argument("--target-layer", default=None,
-                        help="module to explain (default: the last stage); e.g. blocks.6")
-    parser.add_argument("--data-dir", default=None, help="images (default: $PAPERLIB_DATA)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.add_argument("--n-images", type=int, default=None,
-                        help="use only this many training images (for a quick try)")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``paperlib train-attention`` with its parsed flags (None: :class:`TrainConfig`'s)."""
     bb = load_model(args.model, device=args.device, target_layer=args.target_layer)
     dataset = load_images(args.data_dir).split("train").subset(args.n_images)
     print(f"training the attention module of {bb.name} ({bb.target_layer_name}) on "
           f"{len(dataset)} training-split images", flush=True)
-    _, record = train_attention(bb, dataset, TrainConfig(epochs=args.epochs, seed=args.seed))
+    given = {"epochs": args.epochs, "seed": args.seed}
+    config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    _, record = train_attention(bb, dataset, config)
     print(f"chose l_area={record['l_area']} l_tv={record['l_tv']}; saved "
           f"{checkpoint_path(bb)} ({record['seconds']} s)")
     if dataset.report.n_skipped:
         print(dataset.report.summary())
-
-
-if __name__ == "__main__":
-    main()
+    return 0

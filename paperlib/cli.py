@@ -1,365 +1,171 @@
-"""``paperlib explain``: class activation maps of your images, from the command line.
+"""``paperlib``: the kit's one command line (also ``python -m paperlib``, ``torchrun -m paperlib``).
 
 ::
 
-    python -m paperlib explain photo.jpg my_folder/ --model efficientnet_lite0 --out maps/
-    paperlib explain cats/ --model timm:resnet18 --weights resnet18.pth \\
-        --methods gradcam scorecam --metrics --device cuda
+    paperlib explain photo.jpg my_folder/ --model efficientnet_lite0 --out maps/
+    paperlib evaluate --data-dir /data/imagenet/val --split all --n-images 2000 --out results/val
+    torchrun --nproc_per_node=8 -m paperlib evaluate --data-dir ... --out ...
+    paperlib reproduce [--device cuda] [--model efficientnet_lite1 --target-layer blocks.6]
+    paperlib matrix --model efficientnet_lite0 --layers last
+    paperlib train-attention --model efficientnet_lite0
+    paperlib precision --n-images 64
+    paperlib readme [--check]
+    paperlib data [--data-dir DIR]
 
-Per image ``<out>/<name>/`` gets, for each method, the overlay ``<method>.png`` (the heat map on the
-model's input: resized and centre-cropped) and the raw map ``<method>.npy`` ((S, S) float32 in
-[0, 1]), and ``grid.png``, the image beside every method's overlay. ``<name>`` is the image's path
-below the folder given (or its file name) without the extension. ``<out>/explanations.json`` and
-``<out>/explanations.csv`` (one row per image and method) hold the explained class (its name when
-the model's classes are known), its probability and, with ``--metrics``, the image's metric terms
-(:mod:`paperlib.metrics`). Existing files are never overwritten without ``--force``.
+Every command's flags are declared here, and a flag has one name and one meaning in all of them:
+``--model`` (several with ``--model A B`` where a command takes several), ``--out`` (the output
+folder), ``--data-dir``, ``--device``, ``--n-images`` (a number or ``all``), ``--seed``,
+``--batch-size``, ``--target-layer``, ``--methods``, ``--compile`` (a flag), ``--target-class``
+(explain: a class index or name) and ``--target-mode`` (evaluate: ``predicted`` or ``label``).
+The methods' options and the metric settings come from their registries
+(:func:`paperlib.cam.add_option_arguments`, :class:`paperlib.metrics.MetricConfig`).
 
-Inputs follow the kit's rules (:mod:`paperlib.data`): a folder is read recursively, names starting
-with ``.`` are ignored, and a file that cannot be decoded is skipped with a warning and listed in
-the JSON's ``skipped``.
+Imports are lazy: this module imports no torch, and a command's module is imported only when that
+command runs, so ``paperlib --help`` answers at once. The parsers of ``explain`` and ``evaluate``
+(their ``--help`` too) import the method registry (:mod:`paperlib.cam`, hence torch), because
+their options are the registered methods' own: declaring them a second time without torch would
+make two records of one method.
+
+A failure is one line, ``paperlib <command>: error: <what>``, with exit status 2 for bad input
+(a usage error, a wrong value, a missing file or folder: :data:`BAD_INPUT`) and 1 otherwise;
+``--debug`` shows the traceback instead. The long-running commands (evaluate, reproduce, matrix,
+train-attention, precision) first set the allocator (:func:`paperlib.perf.configure_malloc`).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import difflib
-import io
-import json
-import os
 import sys
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn, TextIO
 
-import numpy as np
-import torch
+from .errors import UsageError
+from .perf import configure_malloc
 
-from . import schema
-from .atomic import atomic_write_text
-from .attention import checkpoint_path
-from .cam import (
-    ExplainOptions,
-    add_option_arguments,
-    check_methods,
-    default_methods,
-    explain,
-    method_label,
-)
-from .data import BadImageWarning, ImageDataset, Record, iter_batches
-from .masking import FILLS
-from .metrics import MetricConfig, evaluate_batch, image_rows
-from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model
-from .progress import progress
-from .wrap import TIMM_PREFIX, WrappedModel, class_names_of
+__all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
-__all__ = ["ExplainRun", "build_parser", "main", "run_explain"]
-
-SUMMARY_JSON = "explanations.json"
-SUMMARY_CSV = "explanations.csv"
-GRID = "grid"
-#: Methods that read a trained attention checkpoint (``checkpoint`` option).
-_CHECKPOINT_METHODS = ("attention-trained", "attention-per-image")
+PROG = "paperlib"
 
 
-class UsageError(Exception):
-    """A problem with the command line's inputs, reported as ``error: ...`` with exit status 2."""
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: ``paperlib <command>: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs and outputs
+# Value types and the flags several commands share
 
 
-def list_inputs(paths: Sequence[str | os.PathLike]) -> tuple[Path, list[Path]]:
-    """The image files named or found (recursively) in ``paths``, and their common folder.
-
-    Names starting with ``.`` are ignored inside folders; a path that does not exist is an error.
-    """
-    files: list[Path] = []
-    tops: list[Path] = []
-    for given in paths:
-        path = Path(given).expanduser().absolute()
-        if path.is_dir():
-            tops.append(path)
-            files += sorted(f for f in path.rglob("*") if (f.is_file() or (
-                f.is_symlink() and not f.exists())) and not any(  # broken links: skipped, read
-                part.startswith(".") for part in f.relative_to(path).parts))
-        elif path.is_file():
-            tops.append(path.parent)
-            files.append(path)
-        else:
-            raise UsageError(f"no such file or folder: {given}")
-    unique = list(dict.fromkeys(files))
-    if not unique:
-        raise UsageError(f"no files in {', '.join(str(p) for p in paths)}")
-    root = Path(os.path.commonpath([str(t) for t in tops]))
-    return root, unique
-
-
-def output_names(files: Sequence[Path], root: Path) -> list[str]:
-    """Each file's output folder name: its path below ``root`` without the extension; a name
-    taken by an earlier file gets ``-<extension>`` (``cat.jpg``, ``cat.png`` -> ``cat``,
-    ``cat-png``), then a number."""
-    names: list[str] = []
-    taken: set[str] = set()
-    for f in files:
-        rel = f.relative_to(root)
-        base = rel.with_suffix("").as_posix()
-        name = base
-        if name in taken:
-            name = f"{base}-{f.suffix.lstrip('.') or 'file'}"
-        k = 2
-        while name in taken:
-            name, k = f"{base}-{k}", k + 1
-        taken.add(name)
-        names.append(name)
-    return names
-
-
-def planned_files(out: Path, names: Sequence[str], methods: Sequence[str]) -> list[Path]:
-    """Every file the run may write (checked before any work, see ``--force``)."""
-    paths = [out / SUMMARY_JSON, out / SUMMARY_CSV]
-    for name in names:
-        folder = out / name
-        paths += [folder / f"{GRID}.png"]
-        paths += [folder / f"{m}{ext}" for m in methods for ext in (".png", ".npy")]
-    return paths
-
-
-def check_overwrite(paths: Sequence[Path], force: bool) -> None:
-    """Refuse to overwrite existing files without ``force``: the error names the first one."""
-    existing = [p for p in paths if p.exists()]
-    if existing and not force:
-        more = f" (and {len(existing) - 1} more of the files this run writes)" \
-            if len(existing) > 1 else ""
-        raise UsageError(f"{existing[0]} exists{more}; pass --force to overwrite, or choose "
-                         "another --out")
-
-
-# ---------------------------------------------------------------------------------------------
-# Model, methods, targets
-
-
-def open_model(spec: str, weights: str | None, target_layer: str | None, device: str,
-               class_names_file: str | None) -> tuple[BlackBox, tuple[str, ...] | None]:
-    """The black box for ``--model`` and its class names (``--class-names`` wins)."""
-    if spec not in MODEL_NAMES and not spec.startswith(TIMM_PREFIX):
-        close = difflib.get_close_matches(spec, MODEL_NAMES, n=3)
-        raise UsageError(f"unknown --model {spec!r}; expected one of {', '.join(MODEL_NAMES)} "
-                         f"or {TIMM_PREFIX}<architecture> with --weights"
-                         + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    bb = load_model(spec, device=device, weights=weights, target_layer=target_layer)
-    names = class_names_of(bb)
-    if class_names_file is not None:
-        lines = Path(class_names_file).read_text(encoding="utf-8").splitlines()
-        names = tuple(line.strip() for line in lines if line.strip())
-        n = bb.num_classes if isinstance(bb, WrappedModel) else 1000
-        if len(names) != n:
-            raise UsageError(f"--class-names {class_names_file} holds {len(names)} names; "
-                             f"{bb.name} has {n} outputs")
-    return bb, names
-
-
-def choose_methods(requested: Sequence[str] | None, bb: BlackBox,
-                   checkpoint: str | None) -> tuple[tuple[str, ...], list[str]]:
-    """The methods to run and notes for the user.
-
-    Default: every registered method, except ``attention-trained`` when no checkpoint exists
-    for the black box (asking for it then is an error naming the path looked at).
-    """
-    ckpt = Path(checkpoint) if checkpoint is not None else checkpoint_path(bb)
-    have = ckpt.is_file()
-    notes: list[str] = []
-    if requested is None:
-        methods = default_methods()
-        if not have:
-            methods = tuple(m for m in methods if m != "attention-trained")
-            notes.append(f"attention-trained left out: no checkpoint for {bb.name} "
-                         f"({bb.target_layer_name}) at {ckpt}; pass --checkpoint FILE")
-    else:
-        try:
-            methods = check_methods(requested)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-        if "attention-trained" in methods and not have:
-            raise UsageError(
-                f"attention-trained needs a trained attention checkpoint for {bb.name} "
-                f"({bb.target_layer_name}); none at {ckpt}. Pass --checkpoint FILE (train one "
-                "with paperlib.attention_training.train_attention and save it with "
-                "paperlib.attention.save_checkpoint)")
-    if "attention-per-image" in methods and not have:
-        notes.append("attention-per-image: no checkpoint, it starts from a seeded random "
-                     "initialisation")
-    return methods, notes
-
-
-def parse_target(value: str | None, names: tuple[str, ...] | None) -> int | None:
-    """``--target``: a class index, or a class name when the names are known."""
-    if value is None:
+def n_images(text: str) -> int | None:
+    """``--n-images``: a positive number, or ``all`` (None: every image)."""
+    if text.lower() == "all":
         return None
-    if value.lstrip("-").isdigit():
-        return int(value)
-    if names is None:
-        raise UsageError(f"--target {value!r}: the model's class names are unknown; give a class "
-                         "index (or --class-names FILE)")
-    if value in names:
-        return names.index(value)
-    close = difflib.get_close_matches(value, names, n=5)
-    raise UsageError(f"--target {value!r} is not a class name of the model"
-                     + (f"; closest: {', '.join(repr(c) for c in close)}" if close else ""))
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}"
+                                         ) from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {n}")
+    return n
 
 
-def readout_columns(config: MetricConfig) -> list[str]:
-    """The per-image metric columns written with ``--metrics`` (:mod:`paperlib.schema`)."""
-    cols: list[str] = []
-    for tag in [schema.SOFT] + [schema.top(k) for k in config.fractions]:
-        cols += [schema.score(tag), schema.drop(tag), schema.increase(tag)]
-    cols += [schema.agree(k) for k in config.fractions]
-    if config.curve_steps:  # 0: a run without deletion / insertion curves
-        cols += [schema.DELETION_AUC, schema.INSERTION_AUC]
-    return cols
+def positive_int(text: str) -> int:
+    """A number >= 1 (``--batch-size``, ``--epochs``...)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
 
 
-# ---------------------------------------------------------------------------------------------
-# The run
+def _model(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    p.add_argument("--model", default=default, metavar="NAME", help=what)
 
 
-@dataclass
-class ExplainRun:
-    """What :func:`run_explain` did: per-image records, skipped files, where the outputs are."""
-
-    out: Path
-    images: list[dict[str, Any]] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="image folder (sample or imagenet-val layout); default $PAPERLIB_DATA, "
+                        "else data/imagenet-sample")
 
 
-def _write_figures(folder: Path, image: torch.Tensor, maps: dict[str, torch.Tensor],
-                   title: str) -> None:
-    import matplotlib.pyplot as plt
-
-    from .plots import method_grid, overlay
-
-    for m, cam in maps.items():
-        fig, ax = plt.subplots(figsize=(3.2, 3.4))
-        overlay(ax, image, cam, title=f"{method_label(m)}\n{title}")
-        fig.savefig(folder / f"{m}.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-    fig = method_grid(image[None], {m: cam[None] for m, cam in maps.items()}, [title])
-    fig.savefig(folder / f"{GRID}.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+def _out(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    p.add_argument("--out", default=default, metavar="DIR", help=what)
 
 
-def run_explain(args: argparse.Namespace, log: TextIO | None = None) -> ExplainRun:
-    """``paperlib explain`` with parsed arguments; raises :class:`UsageError` for bad inputs."""
-    log = log or sys.stdout
-    root, files = list_inputs(args.inputs)
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    bb, names = open_model(args.model, args.weights, args.target_layer, args.device,
-                           args.class_names)
-    methods, notes = choose_methods(args.methods, bb, args.checkpoint)
-    out_names = output_names(files, root)
-    check_overwrite(planned_files(out, out_names, methods), args.force)
-    target = parse_target(args.target, names)
-    flat_options: dict[str, Any] = {"seed": args.seed}
-    for key in ExplainOptions.option_fields():
-        if getattr(args, key, None) is not None:
-            flat_options[key] = getattr(args, key)
-    options = ExplainOptions.build(**flat_options)
-    mconfig = MetricConfig(fill=args.fill, curve_steps=args.curve_steps) if args.metrics else None
-    dataset = ImageDataset(root, [Record(f, -1, "") for f in files], "inputs")
-    name_of = dict(zip(dataset.files, out_names))
-    run = ExplainRun(out, notes=notes)
-    for note in notes:
-        print(f"note: {note}", file=log)
-    print(f"{bb.name} (target layer {bb.target_layer_name}, input {bb.input_size}px, "
-          f"{bb.device.type}): {len(methods)} method(s) on {len(files)} file(s) -> {out}",
-          file=log, flush=True)
-    done = 0
-    with progress(len(files), "explaining", disable=len(files) == 1) as bar:
-        for batch in iter_batches(dataset, bb.preprocess, args.batch_size, device=bb.device):
-            targets = None if target is None else [target] * len(batch)
-            ex = explain(bb, batch.images, methods, targets=targets, options=options)
-            probs = ex.logits.float().softmax(dim=1)
-            p_target = probs.gather(1, ex.targets.view(-1, 1)).view(-1).tolist()
-            predicted = probs.argmax(dim=1).tolist()
-            readouts: dict[tuple[str, str], dict[str, float]] = {}
-            if mconfig is not None:
-                scores = evaluate_batch(bb, batch.images, ex.maps, ex.targets, mconfig,
-                                        clean_logits=ex.logits)
-                flat = {m: ex.flat_images[m].cpu().numpy() for m in methods}
-                cols = readout_columns(mconfig)
-                for r in image_rows(batch.files, batch.labels.cpu().numpy(), scores, flat,
-                                    mconfig):
-                    readouts[(r["file"], r["method"])] = {c: float(r[c]) for c in cols}
-            for i, file in enumerate(batch.files):
-                name = name_of[file]
-                folder = out / name
-                folder.mkdir(parents=True, exist_ok=True)
-                t = int(ex.targets[i])
-                t_name = names[t] if names is not None and t < len(names) else None
-                maps = {m: ex[m][i].detach().cpu() for m in methods}
-                for m, cam in maps.items():
-                    np.save(folder / f"{m}.npy", cam.numpy().astype(np.float32))
-                title = f"{t_name or f'class {t}'}: {p_target[i]:.1%}"
-                _write_figures(folder, batch.images[i].detach().cpu(), maps, title)
-                record: dict[str, Any] = {
-                    "file": file, "path": str(root / file), "output": name, "target": t,
-                    "target_name": t_name, "probability": p_target[i],
-                    "predicted": predicted[i],
-                    "predicted_name": names[predicted[i]] if names is not None else None,
-                    "maps": {m: f"{name}/{m}.npy" for m in methods},
-                    "overlays": {m: f"{name}/{m}.png" for m in methods},
-                    "grid": f"{name}/{GRID}.png",
-                    "flat_map": {m: bool(ex.flat_images[m][i]) for m in methods}}
-                if mconfig is not None:
-                    record["metrics"] = {m: readouts[(file, m)] for m in methods}
-                run.images.append(record)
-                for m in methods:
-                    row = {"file": file, "output": name, "method": m, "target": t,
-                           "target_name": t_name, "probability": p_target[i],
-                           "flat_map": record["flat_map"][m]}
-                    if mconfig is not None:
-                        row.update(readouts[(file, m)])
-                    run.rows.append(row)
-            bar.update(batch.indices[-1] + 1 - done)
-            done = batch.indices[-1] + 1
-        bar.update(len(files) - done)
-    run.skipped = list(dataset.report.skipped)
-    _write_summary(run, args, bb, methods, options, mconfig)
-    return run
+def _device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default,
+                   help="auto (CUDA when present), cpu, cuda, cuda:1...; default %(default)s")
 
 
-def _write_summary(run: ExplainRun, args: argparse.Namespace, bb: BlackBox,
-                   methods: Sequence[str], options: ExplainOptions,
-                   mconfig: MetricConfig | None) -> None:
-    run.out.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "model": bb.name, "model_spec": args.model, "weights": bb.weights,
-        "target_layer": bb.target_layer_name, "input_size": bb.input_size,
-        "device": str(bb.device), "methods": list(methods),
-        "options": options.flat(methods),
-        "metrics": mconfig.key() if mconfig is not None else None,
-        "images": run.images, "skipped": [list(s) for s in run.skipped], "notes": run.notes}
-    atomic_write_text(run.out / SUMMARY_JSON, json.dumps(summary, indent=1) + "\n")
-    buf = io.StringIO()
-    if run.rows:
-        writer = csv.DictWriter(buf, fieldnames=list(run.rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(run.rows)
-    atomic_write_text(run.out / SUMMARY_CSV, buf.getvalue())
+def _n_images(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--n-images", type=n_images, default=None, metavar="N",
+                   help=f"{what}: a number, or 'all' (default)")
+
+
+def _seed(p: argparse.ArgumentParser, default: int | None = 0, what: str = "") -> None:
+    p.add_argument("--seed", type=int, default=default,
+                   help=what or "seed of torch and of the methods' random parts (default 0)")
+
+
+def _batch_size(p: argparse.ArgumentParser, default: int | None, what: str) -> None:
+    p.add_argument("--batch-size", type=positive_int, default=default, metavar="N", help=what)
+
+
+def _target_layer(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target-layer", default=None, metavar="MODULE",
+                   help="the module to explain, by name, e.g. blocks.6 (default: the model's "
+                        "last convolutional stage)")
+
+
+def _split(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--split", default=default,
+                   help="images: eval (default; class index 2 mod 4, never seen by the trained "
+                        "attention module), train, or all (e.g. ImageNet's validation set)")
+
+
+def add_metric_arguments(p: argparse.ArgumentParser, skip: Iterable[str] = ()) -> list[str]:
+    """One flag per field of :class:`paperlib.metrics.MetricConfig` (default None: the field's
+    own), except ``skip``; a boolean field is a flag (``--compile``). Returns the names added."""
+    import dataclasses
+
+    from .cam import option_type
+    from .metrics import MetricConfig
+
+    added, skip = [], set(skip)
+    for f in dataclasses.fields(MetricConfig):
+        if f.name in skip:
+            continue
+        value = getattr(MetricConfig(), f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            p.add_argument(flag, dest=f.name, action="store_true", default=None,
+                           help=f"metric setting (default: {'on' if value else 'off'})")
+        else:
+            p.add_argument(flag, dest=f.name, type=option_type(value), default=None,
+                           help=f"metric setting (default {value!r})")
+        added.append(f.name)
+    return added
+
+
+def _registered_methods() -> list[str]:
+    from . import attention  # noqa: F401  (registers the attention methods)
+    from .cam import default_methods
+
+    return list(default_methods())
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
+# explain
 
 
-_DESCRIPTION = """\
+EXPLAIN_DESCRIPTION = """\
 Class activation maps of your images with every registered method (or those given).
 
 Per image, <out>/<name>/ gets <method>.png (the heat map over the model's input, resized and
@@ -373,64 +179,55 @@ Folders are read recursively; names starting with '.' are ignored; a file that c
 an image is skipped with a warning and listed under "skipped" in the JSON."""
 
 
-def _methods_help() -> str:
+def _explain_arguments(p: argparse.ArgumentParser) -> None:
     from . import attention  # noqa: F401  (registers the attention methods)
+    from .cam import add_option_arguments, default_methods, method_label
+    from .masking import FILLS
+    from .models import MODEL_NAMES
+    from .wrap import TIMM_PREFIX
 
-    return "\n".join(f"  {m:<22} {method_label(m)}" for m in default_methods())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``paperlib`` command line (one subcommand, ``explain``)."""
-    parser = argparse.ArgumentParser(
-        prog="paperlib", description="paperlib: class activation maps and their metrics.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser(
-        "explain", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="explain images with CAM methods: overlays, raw maps, a JSON/CSV summary",
-        description=_DESCRIPTION,
-        epilog="methods (registered):\n" + _methods_help() + "\n\n--metrics columns: O_<tag> "
-               "probability of the target on the masked image (tag soft: the map itself; "
-               "top<k>: the top k%% pixels kept), drop_<tag> Average Drop's per-image term "
-               "(%%), increase_<tag> %% Increase's per-image term (0 or 100), agree_top<k> 100 "
-               "when the top-1 class on the top-k%% image is the target, deletion_auc and "
-               "insertion_auc.")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = EXPLAIN_DESCRIPTION
+    p.epilog = ("methods (registered):\n"
+                + "\n".join(f"  {m:<22} {method_label(m)}" for m in default_methods())
+                + "\n\n--metrics columns: O_<tag> probability of the target on the masked image "
+                  "(tag soft: the map itself;\ntop<k>: the top k% pixels kept), drop_<tag> "
+                  "Average Drop's per-image term (%), increase_<tag>\n% Increase's per-image "
+                  "term (0 or 100), agree_top<k> 100 when the top-1 class on the top-k%\nimage "
+                  "is the target, deletion_auc and insertion_auc.")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files and/or folders (read recursively)")
-    p.add_argument("--model", default="efficientnet_lite0",
-                   help=f"a kit black box ({', '.join(MODEL_NAMES)}) or {TIMM_PREFIX}<arch> for "
-                        "any timm architecture (with --weights); default %(default)s")
+    _model(p, "efficientnet_lite0",
+           f"a kit black box ({', '.join(MODEL_NAMES)}) or {TIMM_PREFIX}<arch> for any timm "
+           "architecture (with --weights); default %(default)s")
     p.add_argument("--weights", default=None,
                    help="a state-dict file for the model, or 'random' (untrained, for trying "
                         "things out); required with timm:<arch>")
-    p.add_argument("--target-layer", default=None,
-                   help="the module to explain, by name (default: the model's last "
-                        "convolutional stage)")
+    _target_layer(p)
     p.add_argument("--class-names", default=None, metavar="FILE",
                    help="a text file with one class name per line, in output order (default: "
                         "ImageNet's for 1000-class models)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
                    help="methods to run (default: every registered one; attention-trained only "
                         "with a checkpoint)")
-    p.add_argument("--target", default=None,
+    p.add_argument("--target-class", default=None, metavar="CLASS",
                    help="explain this class (index or name) in every image (default: each "
                         "image's predicted class)")
-    p.add_argument("--out", default="explanations", help="output folder (default %(default)s)")
+    _out(p, "explanations", "output folder (default %(default)s)")
     p.add_argument("--force", action="store_true",
                    help="overwrite files left by an earlier run (default: refuse, naming one)")
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA when present), cpu, cuda, cuda:1...; default %(default)s")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    _device(p)
+    _batch_size(p, 8, "images per batch (default 8)")
     p.add_argument("--metrics", action="store_true",
                    help="also score each map (Average Drop, %% Increase, top-k read-outs, "
                         "deletion / insertion AUC); more forwards per image")
     p.add_argument("--fill", default="black", choices=FILLS,
                    help="with --metrics: what removed pixels become (default black)")
-    p.add_argument("--curve-steps", type=int, default=MetricConfig.curve_steps,
-                   help="with --metrics: deletion / insertion steps, 0 for none (default "
-                        "%(default)s)")
+    p.add_argument("--curve-steps", type=int, default=None,
+                   help="with --metrics: deletion / insertion steps, 0 for none (default: the "
+                        "metric settings', paperlib.metrics.MetricConfig)")
     add_option_arguments(p, skip={"seed", "chunk_size"})  # --checkpoint, --smooth-samples...
-    p.add_argument("--seed", type=int, default=0, help="seed of the random parts (default 0)")
-    return parser
+    _seed(p)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -440,28 +237,326 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from .data import BadImageWarning
+    from .explain_files import SUMMARY_CSV, SUMMARY_JSON, run_explain
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", BadImageWarning)
+        warnings.showwarning = _show_warning
+        run = run_explain(args)
+    if run.skipped:
+        print(f"{len(run.skipped)} file(s) skipped (listed in {run.out / SUMMARY_JSON})")
+    if not run.images:
+        raise RuntimeError("no file could be read as an image")
+    print(f"{len(run.images)} image(s) explained: {run.out}/<image>/ (overlays, maps, grid), "
+          f"{run.out / SUMMARY_JSON}, {run.out / SUMMARY_CSV}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+EVALUATE_DESCRIPTION = """\
+Evaluate explanation methods and write the paper's tables (Tables 3 and 4, deletion/insertion,
+paired Wilcoxon tests, claim check), eval_speed.json and eval_split.json, as notebook 04 does.
+Runs as is under torchrun (torchrun --nproc_per_node=N -m paperlib evaluate ...): each process
+takes a share of the batches, rank 0 writes the tables. A killed run resumes from its store."""
+
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    from . import attention  # noqa: F401  (registers the attention methods)
+    from .cam import METHODS, add_option_arguments
+
+    p.description = EVALUATE_DESCRIPTION
+    _data_dir(p)
+    _out(p, None, "tables and the results store (cache/); default $PAPERLIB_RESULTS, else "
+                  "results/")
+    _model(p, None, "black box; default: notebook 01's choice (results/chosen_model.json)")
+    _device(p)
+    _n_images(p, "images of the split, spread evenly")
+    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None,
+                   metavar="METHOD", help="methods to evaluate; default: every registered method")
+    _split(p)
+    p.add_argument("--target-mode", dest="target", choices=("predicted", "label"), default=None,
+                   help="the class explained and scored: the predicted one (default) or the "
+                        "label")
+    p.add_argument("--fill", default=None, help="removed pixels: black (default), mean, blur...")
+    p.add_argument("--curve-steps", type=int, default=None,
+                   help="deletion / insertion steps (0: no curves)")
+    p.add_argument("--fractions", type=int, nargs="+", default=None,
+                   help="Table 4's top-k%% masks (default: 5 10 20 25 50)")
+    _batch_size(p, None, "images per batch")
+    p.add_argument("--chunk-size", type=positive_int, default=None,
+                   help="images per forward of masked copies")
+    _seed(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes per rank (default: 0 on CPU, up to 8 on CUDA)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads per process (default: torch's; OMP_NUM_THREADS)")
+    p.add_argument("--max-batches", type=positive_int, default=None,
+                   help="stop each process after this many new batches (the store keeps them)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    taken = {"seed", "chunk_size", "fill", "fractions", "curve_steps"}
+    taken |= set(add_metric_arguments(p, skip=taken))  # --precision, --compile
+    add_option_arguments(p, skip=taken)                 # --smooth-samples, --scorecam-channels..
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import main as evaluate
+
+    return evaluate(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# reproduce, matrix, train-attention, precision
+
+
+def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Reproduce the paper's tables and figures: execute notebooks 01-06 with "
+                     "full-size parameters (papermill) into results/notebooks/, then write "
+                     "results/RESULTS.md and the README's blocks. Resumable.")
+    _device(p)
+    _data_dir(p)
+    _model(p, None, "black box of notebooks 02-05 (default: notebook 01's choice)")
+    p.add_argument("--target-layer", default=None, metavar="MODULE",
+                   help="module explained by notebooks 02-05 (default: the last stage), e.g. "
+                        "blocks.6; a missing attention checkpoint for it is trained first")
+    _n_images(p, "images of notebooks 01, 04 and 05")
+    _seed(p)
+    _split(p)
+    p.add_argument("--precision", default=None,
+                   help="metric forwards of notebooks 04 and 05: fp32 (default), bf16; on CUDA "
+                        "also tf32, fp16 (results/precision.md measures what each changes)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the black box for the metric forwards of notebooks 04, 05")
+    p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
+                   help="run only these notebooks (e.g. 04_tables)")
+    p.add_argument("--refresh-committed", action="store_true",
+                   help="developers: re-execute the committed notebooks with their own small "
+                        "defaults (outputs to temporary folders) and sanitise them in place")
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import main as reproduce
+
+    return reproduce(args)
+
+
+def _matrix_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("The claim matrix: every black box x layer cell evaluated like the main "
+                     "run (resumable); writes results/matrix/, claim_matrix.* and, with the "
+                     "default --out, refreshes the README. Cells may run in parallel processes "
+                     "(--model X --layers Y each).")
+    p.add_argument("--model", nargs="+", default=None, metavar="NAME",
+                   help="black boxes (default: the matrix's three, EfficientNet-Lite0/1/2)")
+    p.add_argument("--layers", nargs="+", default=None, metavar="ROLE",
+                   help="layer roles: last, earlier (default: both)")
+    _data_dir(p)
+    _n_images(p, "evaluation images per cell")
+    _batch_size(p, None, "images per batch (default: the evaluation's)")
+    _device(p)
+    _seed(p)
+    _out(p, None, "results folder (default $PAPERLIB_RESULTS, else results/)")
+    p.add_argument("--figures-dir", default=None, metavar="DIR",
+                   help="figures folder (default $PAPERLIB_FIGURES, else figures/)")
+    p.add_argument("--no-train", action="store_true",
+                   help="never train a missing checkpoint (a missing one is then an error)")
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    from .matrix import main as matrix
+
+    return matrix(args)
+
+
+def _train_attention_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Train the attention-trained module of a black box at a layer (classifier "
+                     "frozen, its own prediction as target) on the training split, and save the "
+                     "checkpoint.")
+    _model(p, "efficientnet_lite0", "black box (default %(default)s)")
+    _target_layer(p)
+    _data_dir(p)
+    _device(p)
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="epochs per candidate (default: TrainConfig's, 6)")
+    _seed(p, None, "seed of the training (default: TrainConfig's, 0)")
+    _n_images(p, "training images used (for a quick try)")
+
+
+def _train_attention(args: argparse.Namespace) -> int:
+    from .attention_training import main as train
+
+    return train(args)
+
+
+def _precision_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Evaluate in fp32 and in fast modes (interleaved, same explanations) and "
+                     "write precision.csv / .md: the speed-up and the effect on the numbers.")
+    _model(p, "efficientnet_lite0", "black box (default %(default)s)")
+    _device(p, "cpu")
+    _data_dir(p)
+    _n_images(p, "images of the split")
+    _split(p, "eval")
+    _batch_size(p, 16, "images per batch (default 16)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help="default: every method")
+    p.add_argument("--curve-steps", type=int, default=None, help="default: the kit's")
+    p.add_argument("--modes", nargs="+", default=["fp32", "bf16", "fp32+compile",
+                                                  "bf16+compile"],
+                   help="precision[+compile]; the first must be fp32")
+    p.add_argument("--threads", type=positive_int, default=None)
+    p.add_argument("--max-rounds", type=positive_int, default=None,
+                   help="stop after this many batches per mode (a subset: the first batches)")
+    _out(p, None, "folder of precision.csv/.md (default: results)")
+    p.add_argument("--save", default=None, metavar="FILE",
+                   help="also pickle the measurement (rows and timings of every mode) here")
+    p.add_argument("--from-saved", default=None, metavar="FILE",
+                   help="write the report from a measurement pickled by --save (no evaluation)")
+
+
+def _precision(args: argparse.Namespace) -> int:
+    from .precision import main as precision
+
+    return precision(args)
+
+
+# ---------------------------------------------------------------------------------------------
+# readme, data
+
+
+def _readme_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Write results/RESULTS.md and refresh the README's generated blocks from a "
+                     "run's files.")
+    p.add_argument("--results-dir", default=None, metavar="DIR",
+                   help="folder of a run's files (default: $PAPERLIB_RESULTS, else results/)")
+    p.add_argument("--readme", default=None, metavar="FILE",
+                   help="the README to refresh (default: the repository's README.md)")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when README.md or RESULTS.md differs from what "
+                        "the results render (CI runs it)")
+
+
+def _readme(args: argparse.Namespace) -> int:
+    from .readme import main as readme
+
+    return readme(args.results_dir, args.readme, args.check)
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Fetch the public ImageNet sample (1000 images, pinned commit, checked "
+                     "hashes) when the folder holds no images.")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder for the images (default: $PAPERLIB_DATA, else "
+                        "data/imagenet-sample)")
+
+
+def _data(args: argparse.Namespace) -> int:
+    from .download import fetch_sample
+
+    fetch_sample(args.data_dir)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The command group
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, the function declaring its flags, the one running it, and
+    whether it sets the allocator first (the long runs, :mod:`paperlib.perf`)."""
+
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    long_run: bool = False
+
+
+COMMANDS: dict[str, Command] = {
+    "explain": Command("class activation maps of your images: overlays, raw maps, a JSON/CSV "
+                       "summary", _explain_arguments, _explain),
+    "evaluate": Command("evaluate methods and write the paper's tables (also under torchrun)",
+                        _evaluate_arguments, _evaluate, long_run=True),
+    "reproduce": Command("execute notebooks 01-06 at full size and write every table and figure "
+                         "(make reproduce)", _reproduce_arguments, _reproduce, long_run=True),
+    "matrix": Command("the claim matrix over black boxes x layers (make reproduce-matrix)",
+                      _matrix_arguments, _matrix, long_run=True),
+    "readme": Command("write results/RESULTS.md and the README's generated blocks (make readme)",
+                      _readme_arguments, _readme),
+    "train-attention": Command("train the attention-trained checkpoint of a black box and layer",
+                               _train_attention_arguments, _train_attention, long_run=True),
+    "data": Command("fetch the pinned ImageNet sample images when missing (make data)",
+                    _data_arguments, _data),
+    "precision": Command("measure the fast metric forwards (bf16, compile) against fp32",
+                         _precision_arguments, _precision, long_run=True),
+}
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``paperlib`` parser. Every subcommand is listed; the flags are declared for
+    ``commands`` only (default: all), so that parsing one command imports only what its flags
+    need (``explain`` and ``evaluate``: the method registry)."""
+    wanted = set(COMMANDS if commands is None else commands)
+    parser = Parser(prog=PROG, description="paperlib: the reproduction kit for An & Joe (2022), "
+                                           "attention-guided Grad-CAM. One command per job; "
+                                           "`paperlib COMMAND --help` for its flags.")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of a failure")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        if name in wanted:
+            command.arguments(p)
+            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                           help="show the traceback of a failure instead of one line")
+    return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word that is not an option."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+#: Exceptions that mean bad input (exit status 2): a wrong value or name, a missing file or folder.
+BAD_INPUT = (UsageError, ValueError, FileNotFoundError)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, (UsageError, ValueError, OSError, RuntimeError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``paperlib`` console script; returns the exit status."""
-    parser = build_parser()
+    """The ``paperlib`` console script; returns the exit status (0 ok, 1 failed, 2 bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = _command_of(argv)
+    parser = build_parser([name] if name in COMMANDS else [])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", BadImageWarning)
-        warnings.showwarning = _show_warning
-        try:
-            run = run_explain(args)
-        except (UsageError, WeightsNotFoundError, FileNotFoundError, ValueError) as exc:
-            print(f"paperlib explain: error: {exc}", file=sys.stderr)
-            return 2
-    if run.skipped:
-        print(f"{len(run.skipped)} file(s) skipped (listed in {run.out / SUMMARY_JSON})")
-    if not run.images:
-        print("paperlib explain: error: no file could be read as an image", file=sys.stderr)
+    command = COMMANDS[args.command]
+    debug = getattr(args, "debug", False)
+    try:
+        if command.long_run:
+            configure_malloc()  # before torch allocates: $PAPERLIB_MALLOC, default keep
+        return command.run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        if debug or not isinstance(exc.code, str):
+            raise
+        print(f"{PROG} {args.command}: error: {exc.code}", file=sys.stderr)
         return 1
-    print(f"{len(run.images)} image(s) explained: {run.out}/<image>/ (overlays, maps, grid), "
-          f"{run.out / SUMMARY_JSON}, {run.out / SUMMARY_CSV}")
-    return 0
+    except Exception as exc:
+        if debug:
+            raise
+        status = 2 if isinstance(exc, BAD_INPUT) else 1
+        print(f"{PROG} {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return status
+

@@ -1,6 +1,6 @@
 """The process group of a sharded run: join it from torchrun's environment, or do nothing.
 
-``torchrun --nproc_per_node=N -m paperlib.evaluate ...`` starts N processes with ``RANK``,
+``torchrun --nproc_per_node=N -m paperlib evaluate ...`` starts N processes with ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address in their environment. :func:`init`
 joins that group -- NCCL when the device is CUDA (one GPU per process: ``cuda:$LOCAL_RANK``),
 gloo on CPU -- and every helper here is a no-op in a single process (``WORLD_SIZE`` unset), so that

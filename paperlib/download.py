@@ -17,26 +17,22 @@ failed, where the images were expected (the folder, whether it came from ``PAPER
 whether it is missing or empty) and the two ways to provide them. The CLI prints that message
 alone, with no traceback, and exits with status 1.
 
-CLI: ``python -m paperlib.download [DEST]`` (default: ``$PAPERLIB_DATA`` or
+CLI: ``paperlib data [--data-dir DIR]`` (``make data``; default: ``$PAPERLIB_DATA`` or
 ``data/imagenet-sample``).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from .paths import PACKAGE_DIR, default_data_dir
 
-__all__ = ["COMMIT", "URL", "DataDownloadError", "fetch_sample", "known_hashes", "main",
-           "verify"]
+__all__ = ["COMMIT", "URL", "DataDownloadError", "fetch_sample", "known_hashes", "verify"]
 
 COMMIT = "22d0a5c9c5c76d13532da2d29ea7fa2e9e034387"
 URL = f"https://github.com/EliSchwartz/imagenet-sample-images/archive/{COMMIT}.zip"
@@ -236,23 +232,3 @@ def _install(archive: Path, dest: Path) -> tuple[int, int, int]:
             shutil.move(str(path), dest / path.name)
         (dest / "SHA256SUMS.observed").write_text("\n".join(observed) + "\n")
     return len(images), checked, len(observed)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m paperlib.download [DEST]``: 0 on success; 1, with one message, on failure."""
-    parser = argparse.ArgumentParser(prog="python -m paperlib.download",
-                                     description="Fetch the pinned ImageNet sample images.")
-    parser.add_argument("dest", nargs="?", default=None,
-                        help="folder for the images (default: $PAPERLIB_DATA, else "
-                             "data/imagenet-sample)")
-    args = parser.parse_args(argv)
-    try:
-        fetch_sample(args.dest)
-    except DataDownloadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,19 +1,20 @@
-"""The evaluation without a notebook: ``python -m paperlib.evaluate``, also under ``torchrun``.
+"""The evaluation without a notebook: ``paperlib evaluate``, also under ``torchrun``.
 
 It does what notebook 04 does for the paper's tables -- open the black box and the images, run
 (or resume) the evaluation, write Table 3, Table 4 (and its trend check), deletion / insertion,
 the paired Wilcoxon tests and the claim check with :mod:`paperlib.tables`, plus
 ``eval_speed.json`` and ``eval_split.json`` -- from flat command-line parameters (the same names
-as the notebooks' parameters, read by :meth:`paperlib.evaluation.EvalSettings.from_parameters`)::
+as the notebooks' parameters, read by :meth:`paperlib.evaluation.EvalSettings.from_parameters`;
+the flags are declared in :mod:`paperlib.cli`)::
 
-    python -m paperlib.evaluate --data-dir /data/imagenet/val --split all --n-images 2000 \\
-        --methods gradcam xgradcam --output-dir results/val2000
+    paperlib evaluate --data-dir /data/imagenet/val --split all --n-images 2000 \\
+        --methods gradcam xgradcam --out results/val2000
 
 Several processes, one GPU each, on one or several machines (:mod:`paperlib.distributed`)::
 
-    torchrun --nproc_per_node=8 -m paperlib.evaluate --data-dir ... --output-dir ...
+    torchrun --nproc_per_node=8 -m paperlib evaluate --data-dir ... --out ...
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
-        --rdzv_endpoint=host0:29500 -m paperlib.evaluate ...      # and node_rank=1 on host1
+        --rdzv_endpoint=host0:29500 -m paperlib evaluate ...      # and node_rank=1 on host1
 
 Rank r computes batches r, r + world, ... of the pending images into its own shard of the results
 store; rank 0 merges them and writes the tables. A batch holds the same images whatever the
@@ -26,90 +27,19 @@ processes, and it resumes from every shard.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from . import distributed, tables
-from .cam import METHODS, add_option_arguments, option_type
 from .data import load_images
 from .evaluation import EvalSettings, Evaluation, paper_baselines, run_evaluation, variants
-from .metrics import MetricConfig
 from .model_selection import chosen_model
-from .models import MODEL_NAMES, load_model
+from .models import load_model
 from .paths import results_dir
 
-__all__ = ["build_parser", "main", "write_tables"]
-
-
-def _n_images(text: str) -> int | None:
-    if text.lower() in ("all", "none"):
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--n-images takes a positive integer or 'all', got "
-                                         f"{text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--n-images takes a positive integer or 'all', got {n}")
-    return n
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line: run settings, metric settings (every field of
-    :class:`paperlib.metrics.MetricConfig`) and every registered method's options
-    (``--smooth-samples``, ``--scorecam-channels``, ...; default: the method's own)."""
-    p = argparse.ArgumentParser(
-        prog="python -m paperlib.evaluate",
-        description="Evaluate explanation methods and write the paper's tables (Tables 3 and 4, "
-                    "deletion/insertion, Wilcoxon tests, claim check). Runs as is under "
-                    "torchrun: each process takes a share of the images.")
-    p.add_argument("--data-dir", help="image folder (sample or imagenet-val layout); default "
-                                      "$PAPERLIB_DATA, else data/imagenet-sample")
-    p.add_argument("--output-dir", help="tables and the results store (cache/); default "
-                                        "$PAPERLIB_RESULTS, else results/")
-    p.add_argument("--model-name", choices=MODEL_NAMES,
-                   help="black box; default: notebook 01's choice (results/chosen_model.json)")
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA when present), cpu, cuda; under torchrun cuda:$LOCAL_RANK")
-    p.add_argument("--n-images", type=_n_images, default=None,
-                   help="images of the split, spread evenly; 'all' (default) for every one")
-    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None,
-                   help="methods to evaluate; default: every registered method")
-    p.add_argument("--split", default=None,
-                   help="eval (default: class index 2 mod 4), train, or all (e.g. ImageNet val)")
-    p.add_argument("--target", choices=("predicted", "label"), default=None,
-                   help="explained class (default: predicted)")
-    p.add_argument("--fill", default=None, help="removed pixels: black (default), mean, blur...")
-    p.add_argument("--curve-steps", type=int, default=None,
-                   help="deletion / insertion steps (0: no curves)")
-    p.add_argument("--fractions", type=int, nargs="+", default=None,
-                   help="Table 4's top-k%% masks (default: 5 10 20 25 50)")
-    p.add_argument("--batch-size", type=int, default=None, help="images per batch")
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="images per forward of masked copies")
-    p.add_argument("--seed", type=int, default=0, help="seeds torch and the methods")
-    p.add_argument("--workers", type=int, default=None,
-                   help="decoding processes per rank (default: 0 on CPU, up to 8 on CUDA)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per process (default: torch's; OMP_NUM_THREADS)")
-    p.add_argument("--max-batches", type=int, default=None,
-                   help="stop each process after this many new batches (the store keeps them)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    taken = {"seed", "chunk_size", "fill", "fractions", "curve_steps"}
-    for f in dataclasses.fields(MetricConfig):    # e.g. --precision, --compile
-        if f.name in taken:
-            continue
-        taken.add(f.name)
-        value = getattr(MetricConfig(), f.name)
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=option_type(value),
-                       default=None, help=f"metric setting (default {value!r})")
-    add_option_arguments(p, skip=taken)
-    return p
+__all__ = ["main", "write_tables"]
 
 
 def _where(evaluation: Evaluation, data_root: Path) -> str:
@@ -161,9 +91,11 @@ def write_tables(evaluation: Evaluation, out: str | Path, where: str) -> list[Pa
     return [*paths, speed, split]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the evaluation from the command line (see the module docstring); 0 on success."""
-    args = build_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``paperlib evaluate`` with its parsed flags (see the module docstring); 0 on success.
+
+    The flags' names are the notebooks' parameters (``--target-mode`` is ``target``), except
+    ``--model`` and ``--out`` (``model_name`` and ``output_dir`` there)."""
     params = {k: v for k, v in vars(args).items() if v is not None}
     distributed.init(args.device)
     try:
@@ -171,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
-        black_box = load_model(args.model_name or chosen_model(args.output_dir), device=device)
+        black_box = load_model(args.model or chosen_model(args.out), device=device)
         dataset = load_images(args.data_dir)
         settings = EvalSettings.from_parameters(params)
         main_rank = distributed.is_main()
@@ -179,11 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"black box: {black_box.name} on {device}; {len(dataset)} images in "
                   f"{dataset.root} ({dataset.layout}); {distributed.world_size()} process(es)",
                   flush=True)
-        evaluation = run_evaluation(black_box, dataset, settings, args.output_dir,
+        evaluation = run_evaluation(black_box, dataset, settings, args.out,
                                     progress=not args.no_progress and main_rank,
                                     max_batches=args.max_batches, num_workers=args.workers)
         if main_rank:
-            out = results_dir(args.output_dir)
+            out = results_dir(args.out)
             paths = write_tables(evaluation, out, _where(evaluation,
                                                          Path(dataset.root).resolve()))
             speed = evaluation.speed()
@@ -196,7 +128,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         distributed.shutdown()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

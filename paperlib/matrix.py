@@ -19,8 +19,8 @@ metric, one column per cell, cells better / worse / no significant difference, H
 within each cell); :func:`holds` and :func:`matrix_sentence` say where, if anywhere, the paper's
 claim (a better Average Drop *and* % Increase than every baseline) holds.
 
-CLI: ``python -m paperlib.matrix [--models ...] [--layers last earlier] [--n-images N]`` (``make
-reproduce-matrix``). Cells may run in parallel processes (``--models X --layers Y`` each, e.g. one
+CLI: ``paperlib matrix [--model ...] [--layers last earlier] [--n-images N]`` (``make
+reproduce-matrix``). Cells may run in parallel processes (``--model X --layers Y`` each, e.g. one
 thread each on a small CPU); ``cells.json`` is updated under a lock, and the last process to finish
 writes the matrix of every finished cell.
 """
@@ -307,33 +307,16 @@ def record_cell(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     return records
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="The claim matrix: every black box x layer cell "
-                                "evaluated like the main run; resumable.")
-    p.add_argument("--models", nargs="+", default=list(MATRIX_MODELS))
-    p.add_argument("--layers", nargs="+", default=list(LAYER_ROLES))
-    p.add_argument("--data-dir", default=None, help="default: $PAPERLIB_DATA")
-    p.add_argument("--n-images", type=int, default=None, help="default: the whole split")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output-dir", default=None, help="default: $PAPERLIB_RESULTS, else results/")
-    p.add_argument("--figures-dir", default=None)
-    p.add_argument("--no-train", action="store_true",
-                   help="never train a missing checkpoint (a missing one is then an error)")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run every cell (resuming), record its time, then write the matrix and refresh the README."""
+def main(args: argparse.Namespace) -> int:
+    """``paperlib matrix``: run every cell (resuming), record its time, then write the matrix and
+    refresh the README (when writing into the default results folder)."""
     import torch
 
     from .data import load_images
     from .paths import results_dir
 
-    args = _parse(argv)
-    order = cells(args.models, args.layers)
-    out = results_dir(args.output_dir)
+    order = cells(args.model or MATRIX_MODELS, args.layers or LAYER_ROLES)
+    out = results_dir(args.out)
     torch.manual_seed(args.seed)
     dataset = load_images(args.data_dir)
     params = {"n_images": args.n_images, "batch_size": args.batch_size, "seed": args.seed}
@@ -349,12 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     everything = cells() + [c for c in order if c not in cells()]
     matrix = write_matrix(out, everything, args.figures_dir)
     print(matrix_sentence(matrix))
-    if args.output_dir is None:
+    if args.out is None:
         from .readme import main as readme_main
 
-        readme_main([])
+        readme_main()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,28 +4,40 @@ By default glibc hands large freed blocks back to the kernel (blocks above a dyn
 of at most 32 MB, and a heap top above the trim threshold), and the next forward page-faults them
 back in, zeroed. An EfficientNet-Lite0 forward of 16 images allocates buffers of ~25 MB each, so
 every forward of the evaluation paid that again: measured here, 18.4 ms/image with glibc's
-defaults against 9.3 ms/image with freed memory kept (batch 16, 2 threads). ``import paperlib``
-therefore calls :func:`configure_malloc` with ``$PAPERLIB_MALLOC`` (default ``keep``); set
-``PAPERLIB_MALLOC=system`` before the import to leave glibc alone. The cost: the process keeps its
-peak memory instead of returning it. Where glibc is absent (macOS, Windows) nothing changes.
+defaults against 9.3 ms/image with freed memory kept (batch 16, 2 threads). The long-running
+commands therefore call :func:`configure_malloc` first thing, before torch allocates:
+``paperlib evaluate``, ``reproduce``, ``matrix``, ``train-attention`` and ``precision``
+(:mod:`paperlib.cli`). ``paperlib reproduce`` also sets ``$PAPERLIB_MALLOC`` for its notebook
+kernels, whose ``import paperlib`` then calls it (the package changes nothing when the variable
+is unset). The mode is ``$PAPERLIB_MALLOC`` (default ``keep``); ``PAPERLIB_MALLOC=system`` leaves
+glibc alone. The cost: the process keeps its peak memory instead of returning it. Where glibc is
+absent (macOS, Windows) nothing changes. This module imports no torch at import time.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-__all__ = ["CHUNK_SIZE", "clock", "configure_malloc", "malloc_mode"]
+__all__ = ["CHUNK_SIZE", "MALLOC_ENV", "clock", "configure_malloc", "malloc_mode"]
+
+#: Environment variable: the allocator mode, ``keep`` (default) or ``system``.
+MALLOC_ENV = "PAPERLIB_MALLOC"
 
 
 def clock(device: torch.device) -> float:
     """Wall time, after waiting for queued CUDA work on ``device`` so that timings are real."""
     if device.type == "cuda":
+        import torch
+
         torch.cuda.synchronize(device)
     return time.perf_counter()
 
@@ -34,12 +46,15 @@ _INT_MAX = 2 ** 31 - 1
 _state = {"mode": "system (not configured)"}
 
 
-def configure_malloc(mode: str = "keep") -> str:
-    """``keep``: glibc keeps freed memory for reuse; ``system``: leave glibc's defaults.
+def configure_malloc(mode: str | None = None) -> str:
+    """``keep``: glibc keeps freed memory for reuse; ``system``: leave glibc's defaults; ``None``:
+    ``$PAPERLIB_MALLOC``, else ``keep``.
 
     Returns a description of what is in effect (recorded by the benchmark)."""
+    if mode is None:
+        mode = os.environ.get(MALLOC_ENV, "keep")
     if mode not in ("keep", "system"):
-        raise ValueError(f"malloc mode must be 'keep' or 'system', got {mode!r}")
+        raise ValueError(f"malloc mode ({MALLOC_ENV}) must be 'keep' or 'system', got {mode!r}")
     if mode == "system":
         return _state["mode"]
     try:

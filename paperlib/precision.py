@@ -9,7 +9,7 @@ and a fast run over the same images and methods: per-image ``|delta|`` of every 
 (median, 99th percentile, max), the change of every table cell (Table 3, Table 4, deletion /
 insertion AUC) beside the fp32 bootstrap interval's width, and the claim-check verdicts
 (:func:`paperlib.tables.claim_check`) of both runs. :func:`measure` runs the evaluation in several
-modes, interleaved batch by batch and on the same explanations; ``python -m paperlib.precision``
+modes, interleaved batch by batch and on the same explanations; ``paperlib precision``
 writes ``results/precision.csv`` and ``.md``.
 """
 
@@ -497,33 +497,6 @@ def _report_facts(summ: pd.DataFrame, comparisons: Sequence[PrecisionComparison]
             "modes": modes, "safe_width": SAFE_WIDTH_FRACTION}
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m paperlib.precision",
-        description="Evaluate in fp32 and in fast modes (interleaved, same explanations) and "
-                    "write precision.csv / .md: the speed-up and the effect on the numbers.")
-    p.add_argument("--model-name", default="efficientnet_lite0")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-dir", default=None, help="default: $PAPERLIB_DATA")
-    p.add_argument("--n-images", type=int, default=None, help="default: the whole split")
-    p.add_argument("--split", default="eval")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--methods", nargs="*", default=None, help="default: every method")
-    p.add_argument("--curve-steps", type=int, default=None, help="default: the kit's")
-    p.add_argument("--modes", nargs="*", default=["fp32", "bf16", "fp32+compile",
-                                                  "bf16+compile"],
-                   help="precision[+compile]; the first must be fp32")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--max-rounds", type=int, default=None,
-                   help="stop after this many batches per mode (a subset: the first batches)")
-    p.add_argument("--out", default=None, help="folder of precision.csv/.md (default: results)")
-    p.add_argument("--save", default=None,
-                   help="also pickle the measurement (rows and timings of every mode) here")
-    p.add_argument("--from-saved", default=None,
-                   help="write the report from a measurement pickled by --save (no evaluation)")
-    return p.parse_args(argv)
-
-
 def _mode(text: str) -> Mode:
     precision, _, rest = text.partition("+")
     if rest not in ("", "compile"):
@@ -531,8 +504,8 @@ def _mode(text: str) -> Mode:
     return Mode(precision, rest == "compile")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: one measurement, written as precision.csv / .md."""
+def main(args: argparse.Namespace) -> int:
+    """``paperlib precision``: one measurement, written as precision.csv / .md."""
     import datetime as dt
     import pickle
 
@@ -541,7 +514,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .paths import results_dir
     from .perf import cpu_model, loadavg
 
-    args = _parse(argv)
     if args.from_saved:
         with open(args.from_saved, "rb") as f:
             result, facts = pickle.load(f)
@@ -549,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         modes = [_mode(m) for m in args.modes]
-        bb = load_model(args.model_name, device=args.device)
+        bb = load_model(args.model, device=args.device)
         for m in modes:
             check_precision(m.precision, bb.device)
         dataset = load_images(args.data_dir)
@@ -572,11 +544,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {path}")
     print(summary(result, comparisons).to_string())
     return 0
-
-
-if __name__ == "__main__":
-    # run the imported module's main, so that what --save pickles names paperlib.precision's
-    # classes (not __main__'s) and --from-saved can load it from anywhere
-    from paperlib.precision import main as _main
-
-    raise SystemExit(_main())

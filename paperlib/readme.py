@@ -14,7 +14,6 @@ nothing and exits 1 when README.md or RESULTS.md is stale. Imports no torch.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from collections.abc import Sequence
@@ -105,24 +104,20 @@ def stale(readme: Path, results: Path) -> list[Path]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="Write results/RESULTS.md and refresh the README's "
-                                "blocks from a run's files.")
-    p.add_argument("--results", type=Path, default=None, help="folder of a run's files "
-                   "(default: $PAPERLIB_RESULTS, else results/)")
-    p.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when README.md "
-                   "or RESULTS.md differs from what the results render")
-    args = p.parse_args(argv)
-    results = args.results or results_dir()
-    if args.check:
-        old = stale(args.readme, results)
+def main(results: str | Path | None = None, readme: str | Path | None = None,
+         check: bool = False) -> int:
+    """``paperlib readme``: write RESULTS.md and refresh the README's blocks from ``results``
+    (default: $PAPERLIB_RESULTS, else results/); with ``check``, write nothing and return 1
+    (naming the stale files) when README.md or RESULTS.md differs from what the results render."""
+    folder = Path(results) if results is not None else results_dir()
+    target = Path(readme) if readme is not None else REPO_ROOT / "README.md"
+    if check:
+        old = stale(target, folder)
         if old:
-            sys.exit(f"stale: {', '.join(map(str, old))} (run `make readme`)")
-        return
-    print("wrote", write_results(results))
-    print("updated README blocks:", ", ".join(update(args.readme, results)) or "none")
-
-
-if __name__ == "__main__":
-    main()
+            print(f"paperlib readme: stale: {', '.join(map(str, old))} (run `make readme`)",
+                  file=sys.stderr)
+            return 1
+        return 0
+    print("wrote", write_results(folder))
+    print("updated README blocks:", ", ".join(update(target, folder)) or "none")
+    return 0

@@ -8,10 +8,11 @@ A step that fails stops the run with the notebook's error; finished per-image re
 so a rerun resumes. While a notebook runs, the progress lines its kernel writes
 (:mod:`paperlib.progress`, to ``results/logs/progress-<time>.log``) are printed in the terminal.
 
-CLI: ``python -m paperlib.reproduce [--device cuda] [--n-images N] [--model-name NAME]
-[--target-layer blocks.6]
+CLI: ``paperlib reproduce [--device cuda] [--n-images N] [--model NAME] [--target-layer blocks.6]
 [--data-dir DIR] [--split eval|all] [--precision fp32|bf16|tf32|fp16] [--compile]
-[--only 04_tables ...]``.
+[--only 04_tables ...]`` (``make reproduce ARGS=...``; the flags are declared in
+:mod:`paperlib.cli`). The notebook kernels get ``$PAPERLIB_MALLOC`` (default ``keep``), so that
+their ``import paperlib`` sets the allocator as this process did (:mod:`paperlib.perf`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import contextlib
 import json
 import os
 import platform
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +32,7 @@ import torch
 
 from .atomic import atomic_write_text
 from .paths import REPO_ROOT, figures_dir, results_dir
+from .perf import MALLOC_ENV
 from .progress import LOG_ENV
 
 NOTEBOOKS = ("01_model_selection", "02_gradcam", "03_attention", "04_tables", "05_figures",
@@ -47,32 +48,6 @@ FULL_RUN: dict[str, dict] = {
     "05_figures": {"n_images": None},
     "06_your_model": {"n_images": 8},
 }
-
-
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Reproduce the paper's tables and figures.")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--model-name", default=None, help="override notebook 01's choice")
-    p.add_argument("--target-layer", default=None,
-                   help="module explained by notebooks 02-05 (default: the last stage), e.g. "
-                        "blocks.6; a missing attention checkpoint for it is trained first")
-    p.add_argument("--n-images", type=int, default=None,
-                   help="limit notebooks 01, 04 and 05 to this many images (default: all)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default=None,
-                   help="images of notebooks 04 and 05: 'eval' (default; images the trained "
-                        "attention module never saw) or 'all' (e.g. ImageNet's validation set)")
-    p.add_argument("--precision", default=None,
-                   help="metric forwards of notebooks 04 and 05: fp32 (default), bf16; on CUDA "
-                        "also tf32, fp16 (results/precision.md measures what each changes)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the black box for the metric forwards of notebooks 04, 05")
-    p.add_argument("--only", nargs="*", default=None, help="run only these notebooks")
-    p.add_argument("--refresh-committed", action="store_true",
-                   help="developers: re-execute the committed notebooks with their own small "
-                        "defaults (outputs to temporary folders) and sanitise them in place")
-    return p.parse_args(argv)
 
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -135,7 +110,7 @@ def ensure_checkpoint(args: argparse.Namespace) -> None:
     from .model_selection import chosen_model
     from .models import load_model
 
-    name = args.model_name or chosen_model(None)
+    name = args.model or chosen_model(None)
     bb = load_model(name, device=args.device, target_layer=args.target_layer)
     if not checkpoint_path(bb).is_file():
         ensure_trained(bb, load_images(args.data_dir))
@@ -146,8 +121,8 @@ def parameters_for(name: str, args: argparse.Namespace) -> dict:
     params.update({"device": args.device, "seed": args.seed})
     if args.data_dir is not None:
         params["data_dir"] = str(Path(args.data_dir).resolve())
-    if args.model_name is not None:
-        params["model_name"] = args.model_name
+    if args.model is not None:
+        params["model_name"] = args.model
     if args.n_images is not None and name in ("01_model_selection", "04_tables", "05_figures"):
         params["n_images"] = args.n_images
     if args.target_layer is not None and name in NEEDS_CHECKPOINT + ("02_gradcam",):
@@ -206,10 +181,10 @@ def show_progress(path: Path) -> Iterator[None]:
         thread.join(timeout=10)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(args: argparse.Namespace) -> int:
+    """``paperlib reproduce`` with its parsed flags; 0 on success."""
     import papermill as pm
 
-    args = parse(argv)
     if args.refresh_committed:
         refresh_committed([n for n in NOTEBOOKS if args.only is None or n in args.only])
         return 0
@@ -221,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     progress_log = results_dir() / "logs" / f"progress-{time.strftime('%Y%m%d-%H%M%S')}.log"
     progress_log.parent.mkdir(parents=True, exist_ok=True)
     progress_log.write_text("")
-    previous_log = os.environ.get(LOG_ENV)
+    previous = {name: os.environ.get(name) for name in (LOG_ENV, MALLOC_ENV)}
     os.environ[LOG_ENV] = str(progress_log)
+    os.environ.setdefault(MALLOC_ENV, "keep")  # the kernels' allocator (paperlib.perf)
     timings: dict[str, float] = {}
     started = time.time()
     try:
@@ -245,13 +221,15 @@ def main(argv: list[str] | None = None) -> int:
             timings[name] = round(time.time() - t0, 1)
             print(f"    done in {timings[name]:.0f} s", flush=True)
     finally:
-        if previous_log is None:
-            os.environ.pop(LOG_ENV, None)
-        else:
-            os.environ[LOG_ENV] = previous_log
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     summary: dict[str, Any] = {
         "steps_seconds": timings, "total_seconds": round(time.time() - started, 1),
-        "arguments": vars(args), "python": platform.python_version(),
+        "arguments": {k: v for k, v in vars(args).items() if k not in ("command", "debug")},
+        "python": platform.python_version(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "machine": platform.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -271,7 +249,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"figures:   {figures_dir()}/ (PNG and PDF)")
     print(f"notebooks: {out_nb}/")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m paperlib explain``: the files it writes, what they hold, --force, errors, --help."""
+"""``paperlib explain``: the files it writes, what they hold, --force, errors, --help."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import torch
 
 from paperlib import explain, imagenet_classes
 from paperlib.cam import default_methods
-from paperlib.cli import main, output_names
+from paperlib.cli import main
 from paperlib.data import read_rgb
+from paperlib.explain_files import output_names
 
 TENCH = "n01440764_tench.JPEG"
 HEN = "n01514859_hen.JPEG"
@@ -133,7 +134,7 @@ def test_timm_model_and_target_by_name(inputs, tmp_path, capsys):
     pytest.importorskip("timm")
     out = tmp_path / "timm"
     rc = main(["explain", str(inputs / TENCH), "--model", "timm:resnet10t", "--weights",
-               "random", "--target", "goldfish", "--out", str(out), "--methods", "gradcam",
+               "random", "--target-class", "goldfish", "--out", str(out), "--methods", "gradcam",
                "scorecam", "--scorecam-channels", "4", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "explanations.json").read_text())
@@ -147,8 +148,8 @@ def test_timm_model_and_target_by_name(inputs, tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--model", "resnet18"], "unknown --model 'resnet18'; expected one of efficientnet_lite0"),
     (["--methods", "gradcam", "nope"], "unknown method(s) ['nope']"),
-    (["--target", "goldfsh"], "--target 'goldfsh' is not a class name of the model; closest: "
-                              "'goldfish'"),
+    (["--target-class", "goldfsh"], "--target-class 'goldfsh' is not a class name of the model; "
+                                    "closest: 'goldfish'"),
     (["--model", "timm:resnet10t"], "timm:resnet10t: pass weights='path/to/file.pth'"),
     (["--model", "timm:resnet10t", "--weights", "random", "--methods", "attention-trained"],
      "attention-trained needs a trained attention checkpoint for timm-resnet10t (net.layer4); "
@@ -191,7 +192,7 @@ def test_help_documents_every_option_and_method():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     for option in ("--model", "--weights", "--target-layer", "--methods", "--out", "--force",
-                   "--device", "--batch-size", "--metrics", "--target", "--checkpoint",
+                   "--device", "--batch-size", "--metrics", "--target-class", "--checkpoint",
                    "timm:<arch>", "explanations.json", "grid.png"):
         assert option in out.stdout, option
     for method in default_methods():

@@ -1,4 +1,4 @@
-"""Sharded runs: the process-group helpers, and ``torchrun -m paperlib.evaluate`` on 2 CPU
+"""Sharded runs: the process-group helpers, and ``torchrun -m paperlib evaluate`` on 2 CPU
 processes (gloo) writing the same tables, to the last digit, as one process -- also after a
 rank was killed and the run resumed from the shards.
 
@@ -29,7 +29,7 @@ from paperlib import distributed
 from paperlib.store import ResultsStore
 
 ARGS = ["--n-images", "8", "--methods", "gradcam", "xgradcam", "--curve-steps", "2",
-        "--batch-size", "2", "--model-name", "efficientnet_lite0", "--no-progress"]
+        "--batch-size", "2", "--model", "efficientnet_lite0", "--no-progress"]
 TABLES = ["table3.csv", "table4.csv", "deletion_insertion.csv"]
 REPO = Path(__file__).resolve().parent.parent
 #: Seconds a run may take before the test fails: only a hang takes this long (one run takes
@@ -89,8 +89,8 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 
 def _single(out: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "paperlib.evaluate", *ARGS, *extra,
-                           "--output-dir", str(out)], env=_env(data_dir), cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "paperlib", "evaluate", *ARGS, *extra,
+                           "--out", str(out)], env=_env(data_dir), cwd=REPO,
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -102,7 +102,7 @@ def _torchrun(logs: Path, *entry: str) -> list[str]:
 
 
 def _evaluate(out: Path, logs: Path) -> list[str]:
-    return _torchrun(logs, "-m", "paperlib.evaluate", *ARGS, "--output-dir", str(out))
+    return _torchrun(logs, "-m", "paperlib", "evaluate", *ARGS, "--out", str(out))
 
 
 def _rank_log(logs: Path, rank: int, stream: str = "stdout") -> str:
@@ -286,14 +286,15 @@ def test_the_imagenet_estimate_arithmetic():
 
 
 def test_the_entry_point_reads_the_notebook_parameters():
-    from paperlib.evaluate import build_parser
+    from paperlib.cli import build_parser
     from paperlib.evaluation import EvalSettings
 
-    parser = build_parser()
-    args = parser.parse_args(["--n-images", "all", "--methods", "gradcam", "smoothgradcampp",
-                              "--split", "all", "--fill", "blur", "--curve-steps", "0",
+    parser = build_parser(["evaluate"])
+    args = parser.parse_args(["evaluate", "--n-images", "all", "--methods", "gradcam",
+                              "smoothgradcampp", "--split", "all", "--fill", "blur",
+                              "--curve-steps", "0",
                               "--fractions", "20", "50", "--smooth-samples", "4",
-                              "--target", "label", "--batch-size", "3"])
+                              "--target-mode", "label", "--batch-size", "3"])
     params = {k: v for k, v in vars(args).items() if v is not None}
     s = EvalSettings.from_parameters(params)
     key = s.key()
@@ -303,7 +304,7 @@ def test_the_entry_point_reads_the_notebook_parameters():
         "fill": "blur", "fractions": [20, 50], "curve_steps": 0}
     assert key["explain"]["seed"] == 0 and s.explain.of("smoothgradcampp").smooth_samples == 4
     assert s.batch_size == 3
-    assert parser.parse_args(["--n-images", "12"]).n_images == 12
+    assert parser.parse_args(["evaluate", "--n-images", "12"]).n_images == 12
     for bad in ("0", "many"):
         with pytest.raises(SystemExit):
-            parser.parse_args(["--n-images", bad])
+            parser.parse_args(["evaluate", "--n-images", bad])

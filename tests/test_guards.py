@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 import paperlib
-from paperlib import cam, download, models
+from paperlib import cam, cli, download, models
 from paperlib.cam import ExplainOptions, Pass, explain, gradient_pass
 from paperlib.hooks import capture_layer, layer_gradients
 from paperlib.models import BlackBox, Normalize, WeightsNotFoundError
@@ -482,9 +482,10 @@ def test_offline_with_the_default_folder(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("PAPERLIB_DATA", raising=False)
     dest = tmp_path / "data" / "imagenet-sample"
     monkeypatch.setattr(download, "default_data_dir", lambda: dest)
-    assert download.main([]) == 1
+    assert cli.main(["data"]) == 1
     out, err = capsys.readouterr()
-    assert err == (f"error: {OFFLINE}\nImages expected in: {dest} (the default, as PAPERLIB_DATA "
+    assert err == ("paperlib data: error: "
+                   f"{OFFLINE}\nImages expected in: {dest} (the default, as PAPERLIB_DATA "
                    f"is not set; it does not exist)\n{HOW}\n")
     assert out == (f"downloading the ImageNet sample (pinned commit {download.COMMIT[:12]}) "
                    f"into {dest}\n")
@@ -503,9 +504,10 @@ def test_offline_with_paperlib_data(state: str, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("PAPERLIB_DATA", str(dest))
     said = {"missing": "does not exist", "empty": "is empty",
             "other files": "holds no *.JPEG images"}[state]
-    assert download.main([]) == 1
+    assert cli.main(["data"]) == 1
     out, err = capsys.readouterr()
-    assert err == (f"error: {OFFLINE}\nImages expected in: {dest} (from PAPERLIB_DATA={dest}, "
+    assert err == ("paperlib data: error: "
+                   f"{OFFLINE}\nImages expected in: {dest} (from PAPERLIB_DATA={dest}, "
                    f"which {said})\n{HOW}\n")
     assert out.splitlines()[0] == (f"PAPERLIB_DATA={dest} {said}; downloading the ImageNet "
                                    "sample into it")
@@ -517,9 +519,10 @@ def test_paperlib_data_naming_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     dest = tmp_path / "images.tar"
     dest.write_text("")
     monkeypatch.setenv("PAPERLIB_DATA", str(dest))
-    assert download.main([]) == 1
+    assert cli.main(["data"]) == 1
     assert capsys.readouterr().err == (
-        "error: cannot put the ImageNet sample images there: that path is a file.\n"
+        "paperlib data: error: "
+        "cannot put the ImageNet sample images there: that path is a file.\n"
         f"Images expected in: {dest} (from PAPERLIB_DATA={dest}, which is a file, not a "
         f"folder)\n{HOW}\n")
 
@@ -531,17 +534,19 @@ def test_refused_and_timed_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     response.status_code = 404
     refused = requests.exceptions.HTTPError("404 Client Error: Not Found", response=response)
     monkeypatch.setattr(pooch, "retrieve", _raise(refused))
-    assert download.main([str(dest)]) == 1
+    assert cli.main(["data", "--data-dir", str(dest)]) == 1
     assert capsys.readouterr().err == (
-        "error: could not download the ImageNet sample images: the server refused the download: "
+        "paperlib data: error: "
+        "could not download the ImageNet sample images: the server refused the download: "
         f"github.com answered HTTP 404 for {download.URL} (HTTPError: 404 Client Error: Not "
         f"Found).\nImages expected in: {dest} (given on the command line; it does not exist)\n"
         f"{HOW}\n")
     monkeypatch.setattr(pooch, "retrieve",
                         _raise(requests.exceptions.ConnectTimeout("took " + "x" * 300)))
-    assert download.main([str(dest)]) == 1
+    assert cli.main(["data", "--data-dir", str(dest)]) == 1
     first = capsys.readouterr().err.splitlines()[0]
-    assert first == ("error: could not download the ImageNet sample images: the connection to "
+    assert first == ("paperlib data: error: "
+                     "could not download the ImageNet sample images: the connection to "
                      "github.com timed out (ConnectTimeout: took " + "x" * 152 + "...).")
 
 
@@ -560,10 +565,11 @@ def test_wrong_hash_leaves_the_folder_untouched_and_deletes_the_archive(
                                                    known[1]: b"nor this", "README.md": b"#"})
     monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: str(archive))
     dest = tmp_path / "images"
-    assert download.main([str(dest)]) == 1
+    assert cli.main(["data", "--data-dir", str(dest)]) == 1
     first = sorted(known)[0]
     assert capsys.readouterr().err == (
-        "error: the downloaded ImageNet sample is corrupt: 2 image(s) do not match their known "
+        "paperlib data: error: "
+        "the downloaded ImageNet sample is corrupt: 2 image(s) do not match their known "
         f"SHA-256 (first: {first}); the archive {archive} was deleted and nothing was written to "
         f"{dest}: run `make data` again.\nImages expected in: {dest} (given on the command line; "
         f"it does not exist)\n{HOW}\n")
@@ -578,9 +584,10 @@ def test_a_broken_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache
     monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: str(archive))
     dest = tmp_path / "images"
     dest.mkdir()
-    assert download.main([str(dest)]) == 1
+    assert cli.main(["data", "--data-dir", str(dest)]) == 1
     assert capsys.readouterr().err.splitlines()[:2] == [
-        "error: the downloaded ImageNet sample is corrupt: File is not a zip file; the archive "
+        "paperlib data: error: "
+        "the downloaded ImageNet sample is corrupt: File is not a zip file; the archive "
         f"{archive} was deleted and nothing was written to {dest}: run `make data` again.",
         f"Images expected in: {dest} (given on the command line; it is empty)"]
     assert not archive.exists() and list(dest.iterdir()) == []
@@ -592,7 +599,7 @@ def test_a_good_download_is_installed(tmp_path: Path, monkeypatch: pytest.Monkey
                                                    "README.md": b"#"})
     monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: str(archive))
     dest = tmp_path / "images"
-    assert download.main([str(dest)]) == 0
+    assert cli.main(["data", "--data-dir", str(dest)]) == 0
     assert sorted(p.name for p in dest.iterdir()) == ["SHA256SUMS.observed",
                                                       "n99999999_thing.JPEG"]
     digest = hashlib.sha256(b"jpeg bytes").hexdigest()
@@ -602,25 +609,27 @@ def test_a_good_download_is_installed(tmp_path: Path, monkeypatch: pytest.Monkey
         "SHA256SUMS.observed")
     # a folder that holds images: nothing downloaded
     monkeypatch.setattr(pooch, "retrieve", _raise(AssertionError("must not download")))
-    assert download.main([str(dest)]) == 0
+    assert cli.main(["data", "--data-dir", str(dest)]) == 0
     assert capsys.readouterr().out == f"{dest} already holds images; nothing to download\n"
 
 
 def test_the_cli_prints_one_message_and_no_traceback(tmp_path: Path):
-    """``python -m paperlib.download`` as ``make data`` runs it, offline (pooch.retrieve raises
+    """``paperlib data`` as ``make data`` runs it, offline (pooch.retrieve raises
     requests' ConnectionError, as it does with no network)."""
     dest = tmp_path / "missing"
-    code = ("import runpy, pooch, requests\n"
+    code = ("import pooch, requests\n"
             "def offline(*a, **k):\n"
             "    raise requests.exceptions.ConnectionError('no route')\n"
             "pooch.retrieve = offline\n"
-            "runpy.run_module('paperlib.download', run_name='__main__')\n")
+            "from paperlib.cli import main\n"
+            "raise SystemExit(main(['data']))\n")
     env = {"PATH": "/usr/bin:/bin", "PAPERLIB_DATA": str(dest), "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           cwd=REPO_ROOT, timeout=900)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    assert proc.stderr == (f"error: {OFFLINE}\nImages expected in: {dest} (from "
+    assert proc.stderr == ("paperlib data: error: "
+                   f"{OFFLINE}\nImages expected in: {dest} (from "
                            f"PAPERLIB_DATA={dest}, which does not exist)\n{HOW}\n")
 
 

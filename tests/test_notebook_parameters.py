@@ -108,8 +108,10 @@ def test_every_parameter_make_reproduce_passes_is_declared_by_its_notebook():
     """``make reproduce ARGS=...`` passes parameters to each notebook: a name the notebook does not
     declare would be ignored by papermill (with a warning) and the option silently lost."""
     from paperlib import reproduce
+    from paperlib.cli import build_parser
 
-    args = reproduce.parse(["--data-dir", ".", "--model-name", "efficientnet_lite1",
+    args = build_parser(["reproduce"]).parse_args([
+                            "reproduce", "--data-dir", ".", "--model", "efficientnet_lite1",
                             "--n-images", "5", "--split", "all", "--target-layer", "blocks.6",
                             "--precision", "bf16", "--compile"])
     for name in reproduce.NOTEBOOKS:

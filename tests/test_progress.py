@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from paperlib import cli, reproduce
 from paperlib import progress as progress_module
-from paperlib import reproduce
 from paperlib.progress import LOG_ENV, format_duration, progress
 
 
@@ -166,7 +166,7 @@ def test_reproduce_main_sets_the_log_for_the_kernel_and_prints_it(
             bar.update(3)
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute_notebook)
-    assert reproduce.main(["--only", "04_tables"]) == 0
+    assert cli.main(["reproduce", "--only", "04_tables"]) == 0
     assert len(seen) == 1
     log = Path(seen[0])
     assert log.parent == tmp_path / "results" / "logs"

@@ -278,7 +278,7 @@ def test_main_writes_results_and_readme(tmp_path: Path) -> None:
     folder = _write_results(tmp_path / "results")
     page = tmp_path / "README.md"
     page.write_text("<!-- BEGIN speed -->\n<!-- END speed -->\n")
-    readme.main(["--results", str(folder), "--readme", str(page)])
+    readme.main(folder, page)
     assert (folder / "RESULTS.md").is_file()
     assert page.read_text() == (
         "<!-- BEGIN speed -->\nLast full run (2026-01-01 00:00:00): **10.0 min** on CPU (x86_64, "

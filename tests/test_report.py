@@ -121,20 +121,20 @@ def test_committed_benchmark_reports_render_byte_identical() -> None:
     assert text == (bench / "REPORT_cpu.md").read_text()
 
 
-def test_check_names_the_stale_file_and_writes_nothing(tmp_path: Path) -> None:
+def test_check_names_the_stale_file_and_writes_nothing(tmp_path: Path, capsys) -> None:
     results = REPO_ROOT / "results"
     if not (results / "claims.csv").is_file():
         pytest.skip("no committed results/")
     page = tmp_path / "README.md"
     page.write_text((REPO_ROOT / "README.md").read_text().replace("Chosen black box", "Old"))
-    with pytest.raises(SystemExit) as e:
-        readme.main(["--check", "--readme", str(page), "--results", str(results)])
-    assert str(page) in str(e.value) and "stale" in str(e.value)
+    assert readme.main(results, page, check=True) == 1
+    err = capsys.readouterr().err
+    assert str(page) in err and "stale" in err and err.count("\n") == 1
     assert "Old" in page.read_text()
 
 
 def test_readme_check_imports_no_torch() -> None:
-    code = ("import sys, paperlib.readme as r; r.main(['--check']); "
+    code = ("import sys, paperlib.readme as r; assert r.main(check=True) == 0; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("PAPERLIB_RESULTS", None)
