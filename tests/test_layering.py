@@ -30,7 +30,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # statistics, the progress bar, torch.distributed helpers, results keys, atomic writes, the
     # claim verdicts and goals, number formatting (the torch-free ground the reports stand on)
     0: ("paths", "schema", "paper_reference", "stats", "power", "progress", "distributed",
-        "fingerprint", "atomic", "verdicts", "goals", "formatting"),
+        "fingerprint", "atomic", "verdicts", "goals", "formatting", "errors"),
     # the machine, the hooks, masks, the fast metric forwards, images
     1: ("perf", "hooks", "masking", "forward", "data", "userdata"),
     # maps: the method registry and its methods; the black boxes (models <-> wrap: one cycle,
@@ -48,7 +48,8 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # entry points: command lines, notebooks' helpers, the README, downloads. matrix is a study
     # (L6 by its job) but imports evaluate.write_tables (the evaluation's output writer) and its
     # main() refreshes the README (readme.main), so it sits with the entry points
-    7: ("evaluate", "matrix", "readme", "cli", "reproduce", "download", "notebook", "__main__",
+    7: ("evaluate", "matrix", "readme", "cli", "explain_files", "reproduce", "download", "notebook",
+        "__main__",
         "__init__"),
 }
 #: Modules other branches of issue 18 add, and their layer (add them above when they land):
