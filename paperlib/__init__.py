@@ -4,8 +4,10 @@ for Deep Neural Networks" (Applied Sciences 12, 3846).
 Data flows one way: black box -> images -> one hooked pass -> maps -> masked inputs -> scores ->
 tables and figures. Each step is a module:
 
-- :mod:`paperlib.models`    -- :func:`load_model` (EfficientNet-Lite0/1/2 offline; ResNet-50, VGG19,
-  GoogLeNet with their weights)
+- :mod:`paperlib.blackbox`  -- the black box: its record (builder, layers, cascade, input size and
+  normalisation) and the loaded classifier
+- :mod:`paperlib.models`    -- the zoo of records and :func:`load_model` (EfficientNet-Lite0/1/2
+  offline; ResNet-50, VGG19, GoogLeNet with their weights)
 - :mod:`paperlib.data`      -- :func:`load_images` (sample and ImageNet-val layouts,
   bad files skipped)
 - :mod:`paperlib.hooks`     -- the one context manager capturing a layer's activations
@@ -40,6 +42,7 @@ _configure_malloc(_os.environ.get("PAPERLIB_MALLOC", "keep"))  # see paperlib.pe
 
 # the allocator must be configured before torch allocates: these imports come after it
 from . import attention as _attention  # noqa: E402, F401  (registers the attention methods)
+from .blackbox import BlackBox, WeightsNotFoundError  # noqa: E402
 from .cam import (  # noqa: E402
     METHODS,
     ExplainOptions,
@@ -51,7 +54,7 @@ from .cam import (  # noqa: E402
     register_method,
 )
 from .data import imagenet_classes, iter_batches, load_images  # noqa: E402
-from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model  # noqa: E402
+from .models import MODEL_NAMES, load_model  # noqa: E402
 from .wrap import wrap_model  # noqa: E402
 
 __version__ = "0.1.0"

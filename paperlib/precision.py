@@ -54,9 +54,9 @@ from torch import nn
 from . import schema, tables
 
 if TYPE_CHECKING:
+    from .blackbox import BlackBox
     from .cam import Explanations
     from .data import ImageDataset
-    from .models import BlackBox
 
 __all__ = ["CUDA_ONLY", "PRECISIONS", "Measurement", "Mode", "ModeRun", "PrecisionComparison",
            "autocast", "check_precision", "compare_runs", "compiled_forward",
