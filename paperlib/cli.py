@@ -188,11 +188,11 @@ def choose_methods(requested: Sequence[str] | None, bb: BlackBox,
             continue
         where = ", ".join(str(p) for p in missing[m])
         if files.without is not None:
-            notes.append(f"{m}: no {files.what} at {where}, {files.without}")
+            notes.append(f"{m}: {files.what} is missing ({where}); {files.without}")
             kept.append(m)
         elif requested is None:
-            notes.append(f"{m} left out: no {files.what} for {bb.name} ({bb.target_layer_name}) "
-                         f"at {where}; {files.how}")
+            notes.append(f"{m} left out: it needs {files.what} for {bb.name} "
+                         f"({bb.target_layer_name}), none at {where}; {files.how}")
         else:
             raise UsageError(f"{m} needs {files.what} for {bb.name} ({bb.target_layer_name}); "
                              f"none at {where}. To run it: {files.how}")
