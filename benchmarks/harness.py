@@ -195,7 +195,7 @@ def setup(threads: int | None, malloc: str, device: str, model: str, batch_size:
     threads = threads or usable_cpus()
     malloc_note = configure_malloc(malloc)
     torch.set_num_threads(threads)
-    dev = paperlib.models.resolve_device(device)
+    dev = paperlib.blackbox.resolve_device(device)
     warnings.filterwarnings("once")
     bb = paperlib.load_model(model, device=dev)
     data = paperlib.load_images().split("eval").subset(batch_size)

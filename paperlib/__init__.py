@@ -4,8 +4,10 @@ for Deep Neural Networks" (Applied Sciences 12, 3846).
 Data flows one way: black box -> images -> one hooked pass -> maps -> masked inputs -> scores ->
 tables and figures. Each step is a module:
 
-- :mod:`paperlib.models`    -- :func:`load_model` (EfficientNet-Lite0/1/2 offline; ResNet-50, VGG19,
-  GoogLeNet with their weights)
+- :mod:`paperlib.blackbox`  -- the black box: its record (builder, layers, cascade, input size and
+  normalisation) and the loaded classifier
+- :mod:`paperlib.models`    -- the zoo of records and :func:`load_model` (EfficientNet-Lite0/1/2
+  offline; ResNet-50, VGG19, GoogLeNet with their weights)
 - :mod:`paperlib.data`      -- :func:`load_images` (sample and ImageNet-val layouts,
   bad files skipped)
 - :mod:`paperlib.hooks`     -- the one context manager capturing a layer's activations
@@ -58,10 +60,13 @@ _API = {
     "cam": ("METHODS", "ExplainOptions", "Explanations", "MethodSpec", "explain",
             "gradient_pass", "method_label", "register_method"),
     "data": ("imagenet_classes", "iter_batches", "load_images"),
-    "models": ("MODEL_NAMES", "BlackBox", "WeightsNotFoundError", "load_model"),
+    "blackbox": ("BlackBox", "WeightsNotFoundError"),
+    "models": ("MODEL_NAMES", "load_model"),
     "wrap": ("wrap_model",),
 }
 if _TYPE_CHECKING:  # what the names are, for type checkers (nothing is imported at run time)
+    from .blackbox import BlackBox as BlackBox
+    from .blackbox import WeightsNotFoundError as WeightsNotFoundError
     from .cam import METHODS as METHODS
     from .cam import ExplainOptions as ExplainOptions
     from .cam import Explanations as Explanations
@@ -74,8 +79,6 @@ if _TYPE_CHECKING:  # what the names are, for type checkers (nothing is imported
     from .data import iter_batches as iter_batches
     from .data import load_images as load_images
     from .models import MODEL_NAMES as MODEL_NAMES
-    from .models import BlackBox as BlackBox
-    from .models import WeightsNotFoundError as WeightsNotFoundError
     from .models import load_model as load_model
     from .wrap import wrap_model as wrap_model
 

@@ -50,7 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blackbox import BlackBox
 from .cam import (
+    MethodFiles,
     NoOptions,
     Pass,
     method_names,
@@ -61,7 +63,6 @@ from .cam import (
 )
 from .hooks import eval_mode, frozen_parameters
 from .masking import masked_inputs
-from .models import BlackBox
 from .paths import PACKAGE_DIR
 
 __all__ = [
@@ -291,8 +292,22 @@ class TrainedOptions:
     checkpoint: str | None = None
 
 
+def _checkpoint_files(black_box: BlackBox, o: TrainedOptions | PerImageOptions) -> list[Path]:
+    """The checkpoint a method reads: its ``checkpoint`` option, else :func:`checkpoint_path`."""
+    return [Path(o.checkpoint) if o.checkpoint is not None else checkpoint_path(black_box)]
+
+
+#: The trainer that makes a black box's missing checkpoint (on its dataset's training split).
+_TRAINER = "paperlib.attention_training:ensure_trained"
+_HOW = ("pass checkpoint=FILE (--checkpoint FILE); train one with "
+        "paperlib.attention_training.train_attention and save it with "
+        "paperlib.attention.save_checkpoint")
+
+
 @register_method("attention-trained", label="Attention (trained)", role="variant",
-                 options=TrainedOptions)
+                 options=TrainedOptions,
+                 files=MethodFiles(_checkpoint_files, "a trained attention checkpoint", _HOW,
+                                   make=_TRAINER))
 def _attention_trained(p: Pass, o: TrainedOptions) -> torch.Tensor:
     """An & Joe (2022), Eq. 6-7, with a learned MLP and 7x7 convolution (checkpoint per black box
     and layer, :mod:`paperlib.attention_training`) over Grad-CAM's terms F."""
@@ -317,7 +332,10 @@ class PerImageOptions:
 
 
 @register_method("attention-per-image", label="Attention (per-image)", role="variant",
-                 options=PerImageOptions, extra_forwards=True)
+                 options=PerImageOptions, extra_forwards=True,
+                 files=MethodFiles(_checkpoint_files, "a trained attention checkpoint", _HOW,
+                                   without="it starts from a seeded random initialisation",
+                                   make=_TRAINER))
 def _attention_per_image(p: Pass, o: PerImageOptions) -> torch.Tensor:
     """An & Joe (2022), Eq. 6-7, the module fitted to each image: ``per_image_steps`` Adam steps
     (lr ``per_image_lr``) on the training objective (:func:`attention_objective`).

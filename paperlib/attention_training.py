@@ -38,12 +38,13 @@ from .attention import (
     differentiable_map,
     save_checkpoint,
 )
+from .blackbox import BlackBox
 from .cam import gradient_pass
 from .data import SPLITS, ImageDataset, iter_batches, load_images
 from .hooks import eval_mode, frozen_parameters
 from .masking import keep_top, masked_inputs, n_pixels, pixel_ranks
 from .metrics import score_inputs
-from .models import BlackBox, load_model
+from .models import load_model
 
 __all__ = ["TrainConfig", "TrainingData", "prepare", "train_module", "train_attention",
            "reference_saliency", "estimate_seconds", "ensure_trained", "main"]

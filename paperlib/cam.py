@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .blackbox import BlackBox
 from .hooks import capture_layer, eval_mode, layer_gradients
 from .masking import masked_inputs
-from .models import BlackBox
 from .perf import CHUNK_SIZE, clock
 
 __all__ = [
@@ -37,14 +39,18 @@ __all__ = [
     "Explanations",
     "GRADIENT_METHODS",
     "METHODS",
+    "MethodFiles",
     "MethodSpec",
     "NoOptions",
     "Pass",
     "default_methods",
     "explain",
     "gradient_pass",
+    "make_missing_files",
+    "method_files",
     "method_label",
     "method_names",
+    "missing_files",
     "normalize_maps",
     "register_method",
     "safe_divide",
@@ -73,6 +79,31 @@ ROLES = ("baseline", "variant", "extra")
 
 
 @dataclass(frozen=True)
+class MethodFiles:
+    """The files a method's maps depend on (a trained checkpoint...), declared on its record.
+
+    Attributes:
+        paths: ``paths(black_box, options) -> [Path, ...]``: the files whose content determines
+            the method's maps for that black box (and target layer) and the method's options
+            instance. Their bytes are part of the evaluation's results key.
+        what: what they are, for messages (``"a trained attention checkpoint"``).
+        how: how to provide them, for messages (an option naming a file, a trainer...).
+        without: ``None`` when the method cannot run without them; else what it does instead
+            (for messages: ``"it starts from a seeded random initialisation"``).
+        make: ``"module:function"`` naming ``make(black_box, dataset)``, which creates the
+            black box's default files when they are missing (e.g. trains on the dataset's
+            training split); ``None`` when they cannot be made. Named, not imported: the maker
+            usually sits above the method (training runs the metrics).
+    """
+
+    paths: Callable[[BlackBox, Any], Sequence[Path]]
+    what: str
+    how: str
+    without: str | None = None
+    make: str | None = None
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """Everything the kit knows about one method; :func:`register_method` makes it.
 
@@ -90,6 +121,7 @@ class MethodSpec:
         paper: the column of the paper's tables this method stands beside
             (:data:`paperlib.paper_reference.PAPER_COLUMNS`; every reading of the paper's method
             stands beside ``ours``), or ``None``.
+        files: the files its maps depend on (:class:`MethodFiles`), or ``None``.
     """
 
     name: str
@@ -100,6 +132,7 @@ class MethodSpec:
     gradient_only: bool
     extra_forwards: bool
     paper: str | None = None
+    files: MethodFiles | None = None
 
     @property
     def doc(self) -> str:
@@ -115,7 +148,8 @@ GRADIENT_METHODS: list[str] = []
 
 def register_method(name: str, *, label: str, role: str = "extra", options: type = NoOptions,
                     gradient_only: bool = False, extra_forwards: bool = False,
-                    paper: str | None = None) -> Callable[[Callable[[Pass, Any], torch.Tensor]],
+                    paper: str | None = None, files: MethodFiles | None = None
+                    ) -> Callable[[Callable[[Pass, Any], torch.Tensor]],
                                   Callable[[Pass, Any], torch.Tensor]]:
     """Decorator adding a method to :data:`METHODS`. Registering a name twice is an error.
 
@@ -146,11 +180,15 @@ def register_method(name: str, *, label: str, role: str = "extra", options: type
                                            "xgradcam", "ours"):
         raise ValueError(f"paper column of {name!r} must be one of the paper's columns, "
                          f"got {paper!r}")
+    if files is not None and not isinstance(files, MethodFiles):
+        raise TypeError(f"files of {name!r} must be a MethodFiles, got {type(files).__name__}")
+    if files is not None and files.make is not None and files.make.count(":") != 1:
+        raise ValueError(f"files.make of {name!r} must be 'module:function', got {files.make!r}")
 
     def deco(fn: Callable[[Pass, Any], torch.Tensor]) -> Callable[[Pass, Any], torch.Tensor]:
         column = "ours" if paper is None and role == "variant" else paper
         METHODS[name] = MethodSpec(name, fn, options, label, role, gradient_only, extra_forwards,
-                                   column)
+                                   column, files)
         if gradient_only:
             GRADIENT_METHODS.append(name)
         return fn
@@ -163,6 +201,53 @@ def unregister_method(name: str) -> None:
     METHODS.pop(name)
     if name in GRADIENT_METHODS:
         GRADIENT_METHODS.remove(name)
+
+
+def method_files(methods: Iterable[str], black_box: BlackBox,
+                 options: ExplainOptions | None = None) -> list[Path]:
+    """The files the maps of ``methods`` depend on (their records' :class:`MethodFiles`), each
+    once, in order: for the results key."""
+    options = options or ExplainOptions()
+    out: list[Path] = []
+    for m in check_methods(methods):
+        files = METHODS[m].files
+        for path in files.paths(black_box, options.of(m)) if files is not None else ():
+            if Path(path) not in out:
+                out.append(Path(path))
+    return out
+
+
+def missing_files(methods: Iterable[str], black_box: BlackBox,
+                  options: ExplainOptions | None = None) -> dict[str, list[Path]]:
+    """``{method: its declared files that do not exist}`` for the methods missing any."""
+    options = options or ExplainOptions()
+    out: dict[str, list[Path]] = {}
+    for m in check_methods(methods):
+        files = METHODS[m].files
+        absent = [Path(p) for p in (files.paths(black_box, options.of(m)) if files else ())
+                  if not Path(p).is_file()]
+        if absent:
+            out[m] = absent
+    return out
+
+
+def make_missing_files(methods: Iterable[str], black_box: BlackBox, dataset: Any,
+                       options: ExplainOptions | None = None) -> list[str]:
+    """Create the missing files of ``methods`` with their records' makers
+    (:attr:`MethodFiles.make`, each maker once); returns the methods whose files were made.
+    A missing file with no maker is left to the method (which raises or falls back)."""
+    made: list[str] = []
+    called: set[str] = set()
+    for m in missing_files(methods, black_box, options):
+        files = METHODS[m].files
+        if files is None or files.make is None:
+            continue
+        if files.make not in called:
+            module, _, function = files.make.partition(":")
+            getattr(importlib.import_module(module), function)(black_box, dataset)
+            called.add(files.make)
+        made.append(m)
+    return made
 
 
 def method_names(role: str | None = None) -> tuple[str, ...]:

@@ -208,8 +208,8 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
                    help="a text file with one class name per line, in output order (default: "
                         "ImageNet's for 1000-class models)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="methods to run (default: every registered one; attention-trained only "
-                        "with a checkpoint)")
+                   help="methods to run (default: every registered one, less those whose "
+                        "files, e.g. a trained checkpoint, are missing)")
     p.add_argument("--target-class", default=None, metavar="CLASS",
                    help="explain this class (index or name) in every image (default: each "
                         "image's predicted class)")

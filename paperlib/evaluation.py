@@ -27,19 +27,19 @@ import pandas as pd
 import torch
 
 from . import distributed
-from .attention import checkpoint_path
+from .blackbox import BlackBox
 from .cam import (
     ExplainOptions,
     Explanations,
     check_methods,
     default_methods,
     explain,
+    method_files,
     method_names,
 )
 from .data import Batch, ImageDataset, default_workers, iter_batches
 from .fingerprint import code_fingerprint
 from .metrics import MetricConfig, evaluate_batch, image_rows
-from .models import BlackBox
 from .paths import results_dir
 from .perf import clock
 from .progress import progress as progress_bar
@@ -231,7 +231,8 @@ def run_evaluation(black_box: BlackBox, dataset: ImageDataset, settings: EvalSet
                          f"{root} ({dataset.layout} layout); choose another split (or 'all')")
     key = {"model": black_box.name, "target_layer": black_box.target_layer_name,
            "weights": black_box.weights, "data": str(root),
-           "code": code_fingerprint(checkpoint_path(black_box)), **settings.key()}
+           "code": code_fingerprint(*method_files(settings.methods, black_box, settings.explain)),
+           **settings.key()}
     workers = default_workers(black_box.device) if num_workers is None else num_workers
     options, mconfig = settings.explain, settings.metrics
     with ResultsCache(Path(results_dir(results_root)) / "cache", name, key, dataset=subset,

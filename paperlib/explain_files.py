@@ -37,29 +37,29 @@ import numpy as np
 import torch
 
 from . import schema
-from .attention import checkpoint_path
+from .atomic import atomic_write_text
+from .blackbox import BlackBox
 from .cam import (
+    METHODS,
     ExplainOptions,
     check_methods,
     default_methods,
     explain,
     method_label,
+    missing_files,
 )
 from .data import ImageDataset, Record, iter_batches
 from .errors import UsageError
 from .metrics import MetricConfig, evaluate_batch, image_rows
-from .models import MODEL_NAMES, BlackBox, load_model
+from .models import MODEL_NAMES, load_model
 from .progress import progress
-from .atomic import atomic_write_text
-from .wrap import TIMM_PREFIX, WrappedModel, class_names_of
+from .wrap import TIMM_PREFIX
 
 __all__ = ["SUMMARY_CSV", "SUMMARY_JSON", "ExplainRun", "UsageError", "run_explain"]
 
 SUMMARY_JSON = "explanations.json"
 SUMMARY_CSV = "explanations.csv"
 GRID = "grid"
-#: Methods that read a trained attention checkpoint (``checkpoint`` option).
-_CHECKPOINT_METHODS = ("attention-trained", "attention-per-image")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,11 +145,11 @@ def open_model(spec: str, weights: str | None, target_layer: str | None, device:
                          f"or {TIMM_PREFIX}<architecture> with --weights"
                          + (f" (did you mean {', '.join(close)}?)" if close else ""))
     bb = load_model(spec, device=device, weights=weights, target_layer=target_layer)
-    names = class_names_of(bb)
+    names = bb.class_names
     if class_names_file is not None:
         lines = Path(class_names_file).read_text(encoding="utf-8").splitlines()
         names = tuple(line.strip() for line in lines if line.strip())
-        n = bb.num_classes if isinstance(bb, WrappedModel) else 1000
+        n = bb.num_classes
         if len(names) != n:
             raise UsageError(f"--class-names {class_names_file} holds {len(names)} names; "
                              f"{bb.name} has {n} outputs")
@@ -157,36 +157,40 @@ def open_model(spec: str, weights: str | None, target_layer: str | None, device:
 
 
 def choose_methods(requested: Sequence[str] | None, bb: BlackBox,
-                   checkpoint: str | None) -> tuple[tuple[str, ...], list[str]]:
+                   options: ExplainOptions) -> tuple[tuple[str, ...], list[str]]:
     """The methods to run and notes for the user.
 
-    Default: every registered method, except ``attention-trained`` when no checkpoint exists
-    for the black box (asking for it then is an error naming the path looked at).
+    Default: every registered method, except those whose declared files (their records'
+    :class:`paperlib.cam.MethodFiles`, e.g. a trained checkpoint) are missing for the black box
+    and which cannot run without them; asking for one of those is an error naming the path
+    looked at.
     """
-    ckpt = Path(checkpoint) if checkpoint is not None else checkpoint_path(bb)
-    have = ckpt.is_file()
-    notes: list[str] = []
     if requested is None:
         methods = default_methods()
-        if not have:
-            methods = tuple(m for m in methods if m != "attention-trained")
-            notes.append(f"attention-trained left out: no checkpoint for {bb.name} "
-                         f"({bb.target_layer_name}) at {ckpt}; pass --checkpoint FILE")
     else:
         try:
             methods = check_methods(requested)
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-        if "attention-trained" in methods and not have:
-            raise UsageError(
-                f"attention-trained needs a trained attention checkpoint for {bb.name} "
-                f"({bb.target_layer_name}); none at {ckpt}. Pass --checkpoint FILE (train one "
-                "with paperlib.attention_training.train_attention and save it with "
-                "paperlib.attention.save_checkpoint)")
-    if "attention-per-image" in methods and not have:
-        notes.append("attention-per-image: no checkpoint, it starts from a seeded random "
-                     "initialisation")
-    return methods, notes
+    notes: list[str] = []
+    kept = []
+    missing = missing_files(methods, bb, options)
+    for m in methods:
+        files = METHODS[m].files
+        if m not in missing or files is None:
+            kept.append(m)
+            continue
+        where = ", ".join(str(p) for p in missing[m])
+        if files.without is not None:
+            notes.append(f"{m}: {files.what} is missing ({where}); {files.without}")
+            kept.append(m)
+        elif requested is None:
+            notes.append(f"{m} left out: it needs {files.what} for {bb.name} "
+                         f"({bb.target_layer_name}), none at {where}; {files.how}")
+        else:
+            raise UsageError(f"{m} needs {files.what} for {bb.name} ({bb.target_layer_name}); "
+                             f"none at {where}. To run it: {files.how}")
+    return tuple(kept), notes
 
 
 def parse_target(value: str | None, names: tuple[str, ...] | None) -> int | None:
@@ -256,15 +260,15 @@ def run_explain(args: argparse.Namespace, log: TextIO | None = None) -> ExplainR
         raise UsageError(f"--out {out} exists and is not a folder")
     bb, names = open_model(args.model, args.weights, args.target_layer, args.device,
                            args.class_names)
-    methods, notes = choose_methods(args.methods, bb, args.checkpoint)
-    out_names = output_names(files, root)
-    check_overwrite(planned_files(out, out_names, methods), args.force)
-    target = parse_target(args.target_class, names)
     flat_options: dict[str, Any] = {"seed": args.seed}
     for key in ExplainOptions.option_fields():
         if getattr(args, key, None) is not None:
             flat_options[key] = getattr(args, key)
     options = ExplainOptions.build(**flat_options)
+    methods, notes = choose_methods(args.methods, bb, options)
+    out_names = output_names(files, root)
+    check_overwrite(planned_files(out, out_names, methods), args.force)
+    target = parse_target(args.target_class, names)
     given = {"fill": args.fill, "curve_steps": args.curve_steps}
     mconfig = (MetricConfig(**{k: v for k, v in given.items() if v is not None})
                if args.metrics else None)

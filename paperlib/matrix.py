@@ -3,15 +3,16 @@
 Every verdict of the main run comes from one classifier at one layer (EfficientNet-Lite0's last
 stage), where the gradient is one number per channel and Grad-CAM = XGrad-CAM = HiResCAM. The
 matrix repeats the evaluation (Tables 3-4, deletion/insertion, the paired tests and the claim
-check) for every black box x layer *cell*: :data:`MATRIX_MODELS` x :data:`paperlib.models.
-LAYER_ROLES` (the last stage, and :data:`paperlib.models.EARLIER_LAYERS` where the baselines
-differ), with the paper's baselines and every reading of its method (:func:`matrix_methods`), on
-the evaluation split.
+check) for every black box x layer *cell*: :data:`MATRIX_MODELS` x :data:`LAYER_ROLES` (the
+last stage, and each black box's record's earlier layer, where the baselines differ:
+:attr:`paperlib.blackbox.BlackBoxSpec.earlier_layer`), with the paper's baselines and every
+reading of its method (:func:`matrix_methods`), on the evaluation split.
 
 Each cell is an ordinary evaluation (:func:`paperlib.evaluation.run_evaluation`) with its own
 results store under ``<results>/matrix/<model>_<layer>/``: a killed run resumes where it stopped,
-cell by cell and batch by batch. A cell whose ``attention-trained`` checkpoint is missing trains it
-first (:func:`paperlib.attention_training.ensure_trained`, on the training split only). Each
+cell by cell and batch by batch. A cell whose methods' files are missing makes them first with
+the maker their records declare (:func:`paperlib.cam.make_missing_files`: the attention
+checkpoint is trained on the training split only). Each
 cell's compute time is recorded (``matrix/cells.json``).
 
 :func:`claim_matrix` turns the cells' claim checks into one table (rows variant x baseline x
@@ -37,16 +38,37 @@ from typing import Any
 
 import pandas as pd
 
+from .cam import make_missing_files
 from .evaluation import EvalSettings, paper_baselines, run_evaluation, variants
-from .models import LAYER_ROLES, MODEL_NAMES, layer_for
+from .models import MODEL_NAMES, black_box_spec, load_model
 from .tables import write_table
 from .verdicts import HEADLINE, claim_holds, tally_verdicts
 
-__all__ = ["MATRIX_MODELS", "Cell", "cells", "matrix_methods", "run_cell", "record_cell",
-           "claim_matrix", "holds", "matrix_sentence", "tally_table", "write_matrix", "main"]
+__all__ = ["LAYER_ROLES", "MATRIX_MODELS", "Cell", "cells", "layer_for", "matrix_methods",
+           "run_cell", "record_cell", "claim_matrix", "holds", "matrix_sentence", "tally_table",
+           "write_matrix", "main"]
 
 #: The black boxes of the matrix: the three available offline.
 MATRIX_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+#: The layers the claim matrix explains: ``last`` is each black box's default (the last
+#: convolutional stage, the paper's choice); ``earlier`` is its record's earlier layer.
+LAYER_ROLES = ("last", "earlier")
+
+
+def layer_for(name: str, role: str) -> str | None:
+    """The target layer of black box ``name`` for a layer role (:data:`LAYER_ROLES`): ``None``
+    for ``last`` (the default), the record's :attr:`~paperlib.blackbox.BlackBoxSpec.earlier_layer`
+    for ``earlier``."""
+    if role not in LAYER_ROLES:
+        raise ValueError(f"unknown layer role {role!r}; expected one of {', '.join(LAYER_ROLES)}")
+    if role == "last":
+        return None
+    earlier = black_box_spec(name).earlier_layer
+    if earlier is None:
+        raise ValueError(f"no earlier layer is defined for {name!r}; pass target_layer= a module "
+                         "name instead")
+    return earlier
 
 
 @dataclass(frozen=True)
@@ -96,21 +118,20 @@ def run_cell(cell: Cell, dataset: Any, params: Mapping[str, Any], out: str | Pat
     """Evaluate one cell (resuming its store) and write its tables into ``out/<cell.folder>``.
 
     ``params``: evaluation parameters as :meth:`EvalSettings.from_parameters` reads them
-    (``methods`` defaults to :func:`matrix_methods`). ``train``: train a missing
-    ``attention-trained`` checkpoint first (else a missing one is an error). Returns the cell's
-    record: images, rows, compute seconds (summed over every batch, across resumptions), the wall
-    seconds of this call.
+    (``methods`` defaults to :func:`matrix_methods`). ``train``: make the methods' missing files
+    first (:func:`paperlib.cam.make_missing_files`: the ``attention-trained`` checkpoint is
+    trained; else a missing one is the method's error). Returns the cell's record: images, rows,
+    compute seconds (summed over every batch, across resumptions), the wall seconds of this
+    call.
     """
-    from .attention_training import ensure_trained
     from .evaluate import write_tables
-    from .models import load_model
 
     start = time.perf_counter()
     bb = load_model(cell.model, device=device, target_layer=cell.target_layer)
     settings = EvalSettings.from_parameters({"methods": matrix_methods(), "split": "eval",
                                              **params})
-    if train and any(m in settings.methods for m in ("attention-trained", "attention-per-image")):
-        ensure_trained(bb, dataset)
+    if train:
+        make_missing_files(settings.methods, bb, dataset, settings.explain)
     folder = Path(out) / cell.folder
     evaluation = run_evaluation(bb, dataset, settings, folder, progress=progress)
     n = evaluation.frame["file"].nunique()

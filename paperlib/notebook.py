@@ -15,10 +15,11 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .blackbox import BlackBox
 from .data import SPLITS, ImageDataset, load_images
 from .evaluation import EvalSettings, Evaluation, run_evaluation
 from .model_selection import chosen_model
-from .models import BlackBox, load_model
+from .models import load_model
 from .paths import figures_dir, results_dir
 
 __all__ = ["EvalRun", "open_black_box", "open_evaluation", "split_record"]

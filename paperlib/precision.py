@@ -32,9 +32,9 @@ from .goals import SAFE_WIDTH_FRACTION
 from .report import render
 
 if TYPE_CHECKING:
+    from .blackbox import BlackBox
     from .cam import Explanations
     from .data import ImageDataset
-    from .models import BlackBox
 
 __all__ = ["Measurement", "Mode", "ModeRun", "PrecisionComparison", "compare_runs", "measure",
            "mode_name", "per_column", "summary", "write_report"]

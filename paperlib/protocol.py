@@ -24,12 +24,12 @@ import torch
 
 from . import schema
 from .attention import UNTRAINED_INITS
+from .blackbox import BlackBox
 from .cam import ExplainOptions, Explanations, explain
 from .data import ImageDataset
 from .evaluation import EvalSettings, run_evaluation
 from .masking import FILLS
 from .metrics import MetricConfig
-from .models import BlackBox
 from .stats import holm, paired_wilcoxon
 from .tables import CLAIMS, claim_check, wilcoxon_table
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from .paths import REPO_ROOT, results_dir

@@ -102,18 +102,18 @@ NEEDS_CHECKPOINT = ("03_attention", "04_tables", "05_figures")
 
 
 def ensure_checkpoint(args: argparse.Namespace) -> None:
-    """Train the black box's attention checkpoint at the run's layer when it is missing (with a
-    message and an estimate), so that notebooks 03-05 never stop halfway for want of it."""
-    from .attention import checkpoint_path
-    from .attention_training import ensure_trained
+    """Make the files the methods declare when they are missing (the black box's attention
+    checkpoint at the run's layer is trained, with a message and an estimate), so that notebooks
+    03-05 never stop halfway for want of them."""
+    from .cam import default_methods, make_missing_files, missing_files
     from .data import load_images
     from .model_selection import chosen_model
     from .models import load_model
 
     name = args.model or chosen_model(None)
     bb = load_model(name, device=args.device, target_layer=args.target_layer)
-    if not checkpoint_path(bb).is_file():
-        ensure_trained(bb, load_images(args.data_dir))
+    if missing_files(default_methods(), bb):
+        make_missing_files(default_methods(), bb, load_images(args.data_dir))
 
 
 def parameters_for(name: str, args: argparse.Namespace) -> dict:

@@ -14,7 +14,6 @@ A randomised map that is constant has no ranking; its correlation is reported as
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,29 +21,13 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata
 
+from .blackbox import BlackBox
 from .cam import ExplainOptions, explain
-from .models import BlackBox
 from .progress import progress as progress_bar
 
-__all__ = ["CASCADES", "FLAG_THRESHOLD", "cascading_randomization", "randomized", "spearman_maps",
-           "summarize"]
+__all__ = ["FLAG_THRESHOLD", "cascading_randomization", "randomized", "spearman_maps", "summarize"]
 
 FLAG_THRESHOLD = 0.5
-
-#: Blocks re-initialised at each step (cumulative), top of the network first; names inside ``net``.
-CASCADES: dict[str, list[tuple[str, ...]]] = {
-    "efficientnet_lite": [("classifier",), ("conv_head", "bn2"), ("blocks.6",), ("blocks.5",),
-                          ("blocks.4",)],
-    "resnet50": [("fc",), ("layer4.2",), ("layer4.1",), ("layer4.0",), ("layer3",)],
-    "vgg19": [("classifier",), ("features.34",), ("features.32",), ("features.30",),
-              ("features.28",)],
-    "googlenet": [("fc",), ("inception5b",), ("inception5a",), ("inception4e",)],
-}
-
-
-def _cascade(name: str) -> list[tuple[str, ...]]:
-    return CASCADES[re.sub(r"\d+$", "", name) if name.startswith("efficientnet_lite") else name]
-
 
 def randomized(black_box: BlackBox, blocks: Sequence[str], seed: int = 0) -> BlackBox:
     """A copy of ``black_box`` whose ``blocks`` (names inside ``net``) are re-initialised.
@@ -85,8 +68,13 @@ def cascading_randomization(black_box: BlackBox, images: torch.Tensor, methods: 
                             options: ExplainOptions | None = None, seed: int = 0,
                             steps: Sequence[tuple[str, ...]] | None = None,
                             progress: bool = False) -> pd.DataFrame:
-    """Rows (step, blocks randomised, method, image, spearman) for the cascade of ``black_box``."""
-    steps = list(steps) if steps is not None else _cascade(black_box.name)
+    """Rows (step, blocks randomised, method, image, spearman) for the cascade of ``black_box``.
+
+    ``steps``: the blocks re-initialised at each step (cumulatively), names inside ``net``, top of
+    the network first; default the black box's record's (:attr:`BlackBoxSpec.cascade`; a
+    one-line ``ValueError`` naming the black box when it has none).
+    """
+    steps = list(steps) if steps is not None else list(black_box.cascade())
     reference = explain(black_box, images, methods, options=options)
     targets = reference.targets
     rows = []

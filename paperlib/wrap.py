@@ -46,64 +46,39 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision import transforms as T
 
-from .hooks import capture_layer, eval_mode, layer_gradients
-from .models import (
-    MODEL_NAMES,
+from .blackbox import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERPOLATIONS,
     BlackBox,
+    BlackBoxSpec,
     Normalize,
     WeightsNotFoundError,
-    make_preprocess,
     read_state_dict,
     resolve_device,
 )
+from .hooks import capture_layer, eval_mode, layer_gradients
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "TIMM_PREFIX",
-    "WrappedModel",
-    "class_names_of",
+    "cascade_of",
     "load_timm",
     "state_fingerprint",
     "wrap_model",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: ``load_model`` names starting with this build a timm architecture (``timm:resnet18``).
 TIMM_PREFIX = "timm:"
 _DEFAULT_SIZE = 224
 _DEFAULT_CROP_PCT = 0.875  # resize 256, crop 224: torchvision's ImageNet evaluation transform
-_INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR,
-                   "bicubic": T.InterpolationMode.BICUBIC,
-                   "nearest": T.InterpolationMode.NEAREST}
 
 
-@dataclass
-class WrappedModel(BlackBox):
-    """A :class:`BlackBox` made by :func:`wrap_model`, with what the wrapping learnt.
-
-    Attributes:
-        class_names: a name per output (index order), or ``None`` when not given.
-        num_classes: the number of logits the network returns (from the dry forward).
-    """
-
-    class_names: tuple[str, ...] | None = None
-    num_classes: int = 0
-
-
-def class_names_of(black_box: BlackBox) -> tuple[str, ...] | None:
-    """The class names of a black box: a wrapped model's own, ImageNet's for the kit's black
-    boxes, else ``None``."""
-    if isinstance(black_box, WrappedModel):
-        return black_box.class_names
-    if black_box.name in MODEL_NAMES:
-        from .data import imagenet_classes
-
-        return imagenet_classes()[1]
-    return None
+def cascade_of(net: nn.Module) -> tuple[tuple[str, ...], ...]:
+    """A randomisation cascade for any network: its top-level children that hold parameters, one
+    per step, from the output end (the last registered child) down."""
+    return tuple((name,) for name, child in reversed(list(net.named_children()))
+                 if any(True for _ in child.parameters()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +256,8 @@ def wrap_model(module: nn.Module, target_layer: str | nn.Module | None = None,
                std: Sequence[float] | None = None, class_names: Sequence[str] | None = None,
                name: str | None = None, device: str | torch.device | None = "auto", *,
                crop_pct: float | None = None, interpolation: str | None = None,
-               weights: str | None = None) -> WrappedModel:
+               weights: str | None = None,
+               cascade: Sequence[Sequence[str]] | None = None) -> BlackBox:
     """Your classifier as a black box, ready for :func:`paperlib.explain` and the metrics.
 
     Args:
@@ -305,6 +281,11 @@ def wrap_model(module: nn.Module, target_layer: str | nn.Module | None = None,
         weights: where the weights came from, for the record (part of the results cache's
             key); default ``"user module (sha256:...)"``, a fingerprint of the state dict at
             wrap time (:func:`state_fingerprint`): re-wrap a network after changing its weights.
+        cascade: the sanity check's randomisation steps (names inside ``module``, output end
+            first); default :func:`cascade_of` (its top-level children with parameters).
+
+    Returns a :class:`BlackBox` whose record (:attr:`BlackBox.spec`, a
+    :class:`paperlib.blackbox.BlackBoxSpec`) is built for the wrapped module, as the zoo's are.
 
     Raises ``ValueError`` for a wrong layer name (listing the closest names), a model with
     several outputs, a target layer without a 4-D output, and ``RuntimeError`` when the logits
@@ -326,8 +307,8 @@ def wrap_model(module: nn.Module, target_layer: str | nn.Module | None = None,
     if not 0 < pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {pct}")
     interp = interpolation if interpolation is not None else cfg.get("interpolation", "bilinear")
-    if interp not in _INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {interp!r}")
+    if interp not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {interp!r}")
     dev = resolve_device(device)
     source = weights if weights is not None else f"user module ({state_fingerprint(module)})"
     model = nn.Sequential(OrderedDict(normalize=Normalize(mean_t, std_t), net=module)).eval()
@@ -338,12 +319,18 @@ def wrap_model(module: nn.Module, target_layer: str | nn.Module | None = None,
         if len(class_names) != num_classes:
             raise ValueError(f"{what} returns {num_classes} logits but {len(class_names)} class "
                              "names were given; expected one name per output")
-    preprocess = make_preprocess(size, math.floor(size / pct), _INTERPOLATIONS[interp])
-    return WrappedModel(name=name or type(module).__name__.lower(), model=model,
-                        preprocess=preprocess, target_layer=model.get_submodule(f"net.{layer}"),
-                        target_layer_name=f"net.{layer}", input_size=size, mean=mean_t,
-                        std=std_t, weights=source, device=dev, class_names=class_names,
-                        num_classes=num_classes)
+    names = class_names
+    steps = tuple(tuple(step) for step in cascade) if cascade is not None else cascade_of(module)
+    spec = BlackBoxSpec(name=name or type(module).__name__.lower(),
+                        build=lambda weights, download: (module, source), target_layer=layer,
+                        input_size=size, resize_size=math.floor(size / pct), interpolation=interp,
+                        mean=mean_t, std=std_t, weights_source=source, cascade=steps,
+                        num_classes=num_classes,
+                        class_names=(lambda: names) if names is not None else None)
+    return BlackBox(name=spec.name, model=model, preprocess=spec.preprocess(),
+                    target_layer=model.get_submodule(f"net.{layer}"),
+                    target_layer_name=f"net.{layer}", input_size=size, mean=mean_t, std=std_t,
+                    weights=source, device=dev, spec=spec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +352,7 @@ def _classifier_outputs(arch: str, state: dict[str, torch.Tensor]) -> int | None
 
 def load_timm(arch: str, weights: str | os.PathLike | None = None,
               device: str | torch.device | None = "auto",
-              target_layer: str | None = None) -> WrappedModel:
+              target_layer: str | None = None) -> BlackBox:
     """A timm architecture by name (``pretrained=False``) wrapped by :func:`wrap_model`.
 
     Args:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from paperlib import explain, gradient_pass
+from paperlib.blackbox import BlackBox, Normalize
 from paperlib.cam import (
     GRADIENT_METHODS,
     gradcampp_weights,
@@ -24,7 +25,6 @@ from paperlib.cam import (
     xgradcam_weights,
 )
 from paperlib.hooks import capture_layer
-from paperlib.models import BlackBox, Normalize
 
 CAM_METHODS = ["gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "smoothgradcampp",
                "scorecam"]

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 import paperlib
-from paperlib import cam, cli, download, models
+from paperlib import blackbox, cam, cli, download, models
+from paperlib.blackbox import BlackBox, Normalize, WeightsNotFoundError
 from paperlib.cam import ExplainOptions, Pass, explain, gradient_pass
 from paperlib.hooks import capture_layer, layer_gradients
-from paperlib.models import BlackBox, Normalize, WeightsNotFoundError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -252,8 +252,8 @@ def test_values_outside_0_1_show_the_observed_range():
 
 def test_normalised_real_images_are_refused(lite0, lite0_batch):
     x = lite0_batch.images[:2]
-    mean = torch.tensor(models._IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(models._IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(blackbox.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(blackbox.IMAGENET_STD).view(1, 3, 1, 1)
     z = (x - mean) / std
     lo, hi = torch.aminmax(z)
     _both(lite0, z, _outside(f"{float(lo):.4g}", f"{float(hi):.4g}", "[0, 1]", 2))

@@ -32,9 +32,9 @@ LAYERS: dict[int, tuple[str, ...]] = {
     0: ("paths", "schema", "paper_reference", "stats", "power", "progress", "distributed",
         "fingerprint", "atomic", "verdicts", "goals", "formatting", "errors"),
     # the machine, the hooks, masks, the fast metric forwards, images
-    1: ("perf", "hooks", "masking", "forward", "data", "userdata"),
-    # maps: the method registry and its methods; the black boxes (models <-> wrap: one cycle,
-    # broken by branch zoo's blackbox.py at L1)
+    1: ("perf", "hooks", "masking", "forward", "data", "userdata", "blackbox"),
+    # maps: the method registry and its methods; the black boxes' zoo (models imports wrap,
+    # wrap only blackbox)
     2: ("cam", "attention", "wrap", "models"),
     # scores of the maps
     3: ("metrics",),
@@ -52,8 +52,6 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "__main__",
         "__init__"),
 }
-#: Modules other branches of issue 18 add, and their layer (add them above when they land):
-#: blackbox (L1), outputs (L5).
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import torch
 import paperlib
 from paperlib import attention, matrix
 from paperlib.attention_training import reference_saliency
-from paperlib.models import EARLIER_LAYERS, LAYER_ROLES, layer_for
+from paperlib.matrix import LAYER_ROLES, layer_for
+from paperlib.models import ZOO
 
 AD, INC, DEL = "Average Drop", "% Increase", "deletion AUC"
 
@@ -93,7 +94,7 @@ def test_cells_and_layer_roles():
     assert len(cs) == 6 and cs[0].name == "efficientnet_lite0 @ last"
     assert cs[1].target_layer == "blocks.6" and cs[0].target_layer is None
     assert LAYER_ROLES == ("last", "earlier")
-    assert layer_for("resnet50", "earlier") == EARLIER_LAYERS["resnet50"]
+    assert layer_for("resnet50", "earlier") == ZOO["resnet50"].earlier_layer == "layer3"
     with pytest.raises(ValueError, match="unknown black box or layer role"):
         matrix.cells(["efficientnet_lite9"])
     with pytest.raises(ValueError, match="unknown layer role 'middle'"):
@@ -107,7 +108,7 @@ def test_earlier_layer_separates_the_gradient_methods(lite0, lite0_batch):
     and they differ on real images."""
     x, last = lite0_batch.images[:2], lite0
     early = paperlib.load_model("efficientnet_lite0", device="cpu",
-                                target_layer=EARLIER_LAYERS["efficientnet_lite0"])
+                                target_layer=ZOO["efficientnet_lite0"].earlier_layer)
     methods = ["gradcam", "xgradcam", "hirescam"]
     a, b = paperlib.explain(last, x, methods), paperlib.explain(early, x, methods)
     assert torch.allclose(a["gradcam"], a["xgradcam"], atol=1e-5)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from paperlib import metrics
-from paperlib.models import BlackBox
+from paperlib.blackbox import BlackBox
 
 
 def test_average_drop_and_increase_exact():

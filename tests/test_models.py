@@ -12,10 +12,10 @@ import torch
 import torchvision
 from PIL import Image
 
-import paperlib
 from paperlib import MODEL_NAMES, WeightsNotFoundError, iter_batches, load_model
+from paperlib.blackbox import map_state_dict_by_order, resolve_device
 from paperlib.hooks import capture_layer
-from paperlib.models import _lite_package_file, map_state_dict_by_order
+from paperlib.models import _lite_package_file
 
 
 def _solid_image(size=(300, 200), colour=(255, 0, 128)) -> Image.Image:
@@ -346,9 +346,9 @@ def test_cuda_without_cuda_is_an_error():
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         load_model("efficientnet_lite0", device="cuda")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
-        paperlib.models.resolve_device("cuda:0")
-    assert paperlib.models.resolve_device("auto") == torch.device("cpu")
-    assert paperlib.models.resolve_device(None) == torch.device("cpu")
+        resolve_device("cuda:0")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device(None) == torch.device("cpu")
 
 
 def test_target_layer_can_be_overridden():

@@ -17,11 +17,11 @@ from torch import nn
 
 import paperlib
 from paperlib import attention, power, protocol, tables
+from paperlib.blackbox import BlackBox
 from paperlib.cam import gradcampp_weights
 from paperlib.evaluation import EvalSettings
 from paperlib.hooks import capture_layer, layer_gradients
 from paperlib.masking import fill_images, keep_top, masked_inputs, pixel_ranks
-from paperlib.models import BlackBox
 from paperlib.paper_reference import PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4
 
 SHARED_PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper"

@@ -19,12 +19,11 @@ import paperlib
 from paperlib import explain, load_model, wrap_model
 from paperlib.attention import save_checkpoint
 from paperlib.attention_training import TrainConfig, train_attention
+from paperlib.blackbox import IMAGENET_MEAN, IMAGENET_STD, BlackBox, Normalize, WeightsNotFoundError
 from paperlib.cam import default_methods
 from paperlib.data import ImageDataset, Record
 from paperlib.hooks import capture_layer, frozen_parameters
 from paperlib.metrics import MetricConfig, evaluate_batch, image_rows
-from paperlib.models import Normalize, WeightsNotFoundError
-from paperlib.wrap import IMAGENET_MEAN, IMAGENET_STD, WrappedModel, class_names_of
 
 SMALL = {"smooth_samples": 2, "scorecam_channels": 4, "per_image_steps": 1}
 
@@ -83,7 +82,7 @@ def trained_checkpoint(bb: paperlib.BlackBox, dataset: ImageDataset, path: Path)
 def test_wrap_defaults_are_imagenets_and_the_layer_the_last_feature_map():
     net = tiny()
     bb = wrap_model(net, input_size=32, device="cpu")
-    assert isinstance(bb, WrappedModel) and isinstance(bb, paperlib.BlackBox)
+    assert type(bb) is BlackBox and bb.spec is not None and bb.spec.name == "tinycnn"
     assert bb.name == "tinycnn" and bb.weights.startswith("user module (sha256:")
     # the fingerprint of the weights at wrap time: same weights, same record; others, another
     assert wrap_model(tiny(), input_size=32).weights == bb.weights
@@ -114,14 +113,14 @@ def test_wrap_settings_given_win():
                     std=(0.25, 0.25, 0.25), class_names=["a", "b", "c"], name="mine",
                     device="cpu", crop_pct=1.0, interpolation="bicubic")
     assert bb.target_layer_name == "net.features.3" and bb.name == "mine"
-    assert bb.class_names == ("a", "b", "c") and class_names_of(bb) == ("a", "b", "c")
+    assert bb.class_names == ("a", "b", "c") and bb.spec.class_names() == ("a", "b", "c")
     assert (bb.mean, bb.std, bb.input_size) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 40)
     resize = bb.preprocess.transforms[0]
     assert resize.size == 40 and resize.interpolation == T.InterpolationMode.BICUBIC
 
 
 def test_class_names_of_kit_models_are_imagenets(lite0):
-    names = class_names_of(lite0)
+    names = lite0.class_names
     assert names is not None and len(names) == 1000
     assert names[0] == "tench" and names[1] == "goldfish"
 
@@ -215,7 +214,7 @@ def test_every_method_on_a_timm_model_through_load_model(sample_files, tmp_path)
     pytest.importorskip("timm")
     with pytest.warns(UserWarning, match="UNTRAINED"):
         bb = load_model("timm:resnet10t", device="cpu", weights="random")
-    assert isinstance(bb, WrappedModel) and bb.name == "timm-resnet10t"
+    assert type(bb) is BlackBox and bb.name == "timm-resnet10t"
     assert bb.target_layer_name == "net.layer4" and bb.weights == "random"
     # timm's own test-time config: 224 px, crop_pct 0.95 (resize 235), bicubic, ImageNet stats
     assert (bb.input_size, bb.mean, bb.std) == (224, IMAGENET_MEAN, IMAGENET_STD)
