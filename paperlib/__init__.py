@@ -94,7 +94,6 @@ def __getattr__(name: str) -> _Any:
     module = _HOME.get(name)
     if module is None:
         raise AttributeError(f"module 'paperlib' has no attribute {name!r}")
-    _importlib.import_module(".attention", __name__)  # registers the attention methods
     value = getattr(_importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

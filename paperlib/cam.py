@@ -140,8 +140,66 @@ class MethodSpec:
         return inspect.getdoc(self.fn) or ""
 
 
-#: name -> :class:`MethodSpec`, in registration order.
-METHODS: dict[str, MethodSpec] = {}
+#: Modules whose import registers the kit's methods beyond this module's own (the paper's
+#: readings). They import this module, so it cannot import them at its top; the registry imports
+#: them on its first read instead, so that ``from paperlib.cam import METHODS`` (or
+#: :func:`default_methods`) sees every method whatever was imported before.
+BUILTIN_METHOD_MODULES = ("paperlib.attention",)
+
+
+class _Registry(dict[str, "MethodSpec"]):
+    """:data:`METHODS`: a dict that imports :data:`BUILTIN_METHOD_MODULES` before its first read
+    (once this module has finished loading)."""
+
+    ready = False       # set at the end of this module
+    complete = False
+    loading = False
+
+    def _complete(self) -> None:
+        if _Registry.ready and not (_Registry.complete or _Registry.loading):
+            _Registry.loading = True
+            try:
+                for module in BUILTIN_METHOD_MODULES:
+                    importlib.import_module(module)
+                _Registry.complete = True
+            finally:
+                _Registry.loading = False
+
+    def __getitem__(self, name: str) -> MethodSpec:
+        self._complete()
+        return super().__getitem__(name)
+
+    def __contains__(self, name: object) -> bool:
+        self._complete()
+        return super().__contains__(name)
+
+    def __iter__(self) -> Iterator[str]:
+        self._complete()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._complete()
+        return super().__len__()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self._complete()
+        return super().get(name, default)
+
+    def keys(self) -> Any:
+        self._complete()
+        return super().keys()
+
+    def values(self) -> Any:
+        self._complete()
+        return super().values()
+
+    def items(self) -> Any:
+        self._complete()
+        return super().items()
+
+
+#: name -> :class:`MethodSpec`, in registration order (the kit's own methods first).
+METHODS: dict[str, MethodSpec] = _Registry()
 #: the methods computed from (A, g) alone, with no extra forward (kept in step with METHODS).
 GRADIENT_METHODS: list[str] = []
 
@@ -156,7 +214,7 @@ def register_method(name: str, *, label: str, role: str = "extra", options: type
     Adding a method to the kit is this decorator on one function (plus its options dataclass):
     :func:`explain`, the evaluation settings, the tables, figures and benchmark read the registry.
     """
-    if name in METHODS:
+    if name in METHODS:  # (a first read: the kit's own methods register before any other)
         raise ValueError(f"method {name!r} is already registered (by "
                          f"{METHODS[name].fn.__module__}.{METHODS[name].fn.__qualname__})")
     if role not in ROLES:
@@ -874,3 +932,6 @@ def add_option_arguments(parser: Any, skip: Iterable[str] = ()) -> list[str]:
                             help=f"option of {', '.join(owners)} (default {value!r})")
         added.append(option)
     return added
+
+
+_Registry.ready = True

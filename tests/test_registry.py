@@ -186,3 +186,19 @@ def test_every_registered_method_has_a_documented_record():
         for f in dataclasses.fields(spec.options):
             assert f.name in (spec.options.__doc__ or ""), f"{name}: option {f.name} undocumented"
     assert Path(cam.__file__).parent == PACKAGE_DIR
+
+
+def test_the_registry_is_complete_whatever_was_imported_first():
+    """``import paperlib`` is lazy: reading the registry imports the modules that register the
+    kit's own methods (the attention readings), so no import order loses a method."""
+    import subprocess
+    import sys
+
+    code = ("from paperlib.cam import METHODS, default_methods; "
+            "print(' '.join(default_methods())); print(len(METHODS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=PACKAGE_DIR.parent, timeout=900)
+    assert out.returncode == 0, out.stderr
+    names, count = out.stdout.splitlines()
+    assert names.split() == list(cam.default_methods())
+    assert "attention-trained" in names.split() and int(count) == len(cam.METHODS)
