@@ -37,7 +37,6 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from . import schema
 from .attention import checkpoint_path
 from .cam import (
     ExplainOptions,
@@ -212,14 +211,9 @@ def parse_target(value: str | None, names: tuple[str, ...] | None) -> int | None
 
 
 def readout_columns(config: MetricConfig) -> list[str]:
-    """The per-image metric columns written with ``--metrics`` (:mod:`paperlib.schema`)."""
-    cols: list[str] = []
-    for tag in [schema.SOFT] + [schema.top(k) for k in config.fractions]:
-        cols += [schema.score(tag), schema.drop(tag), schema.increase(tag)]
-    cols += [schema.agree(k) for k in config.fractions]
-    if config.curve_steps:  # 0: a run without deletion / insertion curves
-        cols += [schema.DELETION_AUC, schema.INSERTION_AUC]
-    return cols
+    """The per-image metric columns written with ``--metrics``: every registered read-out's
+    columns with a table cell (:meth:`paperlib.metrics.Readout.cells`), in row order."""
+    return [c.name for c in config.columns() if c.table is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
         "explain", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="explain images with CAM methods: overlays, raw maps, a JSON/CSV summary",
         description=_DESCRIPTION,
-        epilog="methods (registered):\n" + _methods_help() + "\n\n--metrics columns: O_<tag> "
+        epilog="methods (registered):\n" + _methods_help() + "\n\n--metrics columns (one "
+               "per registered read-out column, paperlib.metrics.READOUTS): O_<tag> "
                "probability of the target on the masked image (tag soft: the map itself; "
                "top<k>: the top k%% pixels kept), drop_<tag> Average Drop's per-image term "
                "(%%), increase_<tag> %% Increase's per-image term (0 or 100), agree_top<k> 100 "

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from paperlib import metrics, precision, schema, tables
+from paperlib import metrics, precision, tables
 from paperlib.evaluation import EvalSettings
 from paperlib.masking import blurred, fill_images, keep_top, masked_inputs, n_pixels, pixel_ranks
 
@@ -229,7 +229,7 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
                                                                       O[i:i + 1])[0])
             row["agree_top20"] = 100.0
             out.append(row)
-    cols = list(schema.RowSchema((20,), 0).columns())
+    cols = list(metrics.MetricConfig(fractions=(20,), curve_steps=0).row_schema.columns())
     return pd.DataFrame(out)[cols]
 
 
