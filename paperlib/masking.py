@@ -18,7 +18,6 @@ multiplies images by masks.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import torch
 import torchvision.transforms.functional as TF
@@ -28,8 +27,8 @@ __all__ = ["FILLS", "Fill", "blurred", "check_fill", "fill_images", "fill_key", 
 
 FILLS = ("black", "normalised", "mean", "blur")
 #: A fill: a named one (:data:`FILLS`), a value, or ``(images, normalisation_mean) -> fills``.
-Fill = Union[str, float, torch.Tensor,
-             Callable[[torch.Tensor, Union[Sequence[float], None]], torch.Tensor]]
+Fill = str | float | torch.Tensor | Callable[[torch.Tensor, Sequence[float] | None],
+                                            torch.Tensor]
 _BLUR_KERNEL, _BLUR_SIGMA = 11, 5.0  # RISE's insertion baseline
 
 
@@ -65,7 +64,7 @@ def check_fill(fill: object) -> Fill:
                                       or callable(fill)):
         raise ValueError(f"unknown fill {fill!r}; expected one of {FILLS}, a value or a "
                          "callable (images, normalisation_mean) -> fill images")
-    return fill  # type: ignore[return-value]
+    return fill
 
 
 def fill_key(fill: Fill) -> str | float | list:

@@ -179,10 +179,11 @@ class MetricConfig(CurveOptions, TopOptions, MaskingOptions):
     """How explanations are scored (recorded with every result).
 
     Composed like :class:`paperlib.cam.ExplainOptions` composes the methods' options: its fields
-    are the masking's (:class:`MaskingOptions`: ``fill``), each registered read-out's options
-    dataclass (:class:`TopOptions`: ``fractions``, :class:`CurveOptions`: ``curve_steps``; a read-out's
+    are the masking's (:class:`MaskingOptions`: ``fill``), each read-out's options dataclass
+    (:class:`TopOptions`: ``fractions``, :class:`CurveOptions`: ``curve_steps``; a read-out's
     options dataclass is a base of this class, so its fields are flat settings, unique across
-    read-outs) and the forwards' own below. :meth:`key` is derived from the fields: every field
+    read-outs: a new read-out with options adds its dataclass to these bases) and the forwards'
+    own below. :meth:`key` is derived from the fields: every field
     is in it except those marked :data:`NO_NUMBER` (``chunk_size``).
 
     ``precision`` and ``compile`` choose how the masked copies go through the black box
