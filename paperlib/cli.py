@@ -155,7 +155,6 @@ def add_metric_arguments(p: argparse.ArgumentParser, skip: Iterable[str] = ()) -
 
 
 def _registered_methods() -> list[str]:
-    from . import attention  # noqa: F401  (registers the attention methods)
     from .cam import default_methods
 
     return list(default_methods())
@@ -180,9 +179,9 @@ an image is skipped with a warning and listed under "skipped" in the JSON."""
 
 
 def _explain_arguments(p: argparse.ArgumentParser) -> None:
-    from . import attention  # noqa: F401  (registers the attention methods)
     from .cam import add_option_arguments, default_methods, method_label
     from .masking import FILLS
+    from .metrics import READOUTS
     from .models import MODEL_NAMES
     from .wrap import TIMM_PREFIX
 
@@ -190,11 +189,9 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
     p.description = EXPLAIN_DESCRIPTION
     p.epilog = ("methods (registered):\n"
                 + "\n".join(f"  {m:<22} {method_label(m)}" for m in default_methods())
-                + "\n\n--metrics columns: O_<tag> probability of the target on the masked image "
-                  "(tag soft: the map itself;\ntop<k>: the top k% pixels kept), drop_<tag> "
-                  "Average Drop's per-image term (%), increase_<tag>\n% Increase's per-image "
-                  "term (0 or 100), agree_top<k> 100 when the top-1 class on the top-k%\nimage "
-                  "is the target, deletion_auc and insertion_auc.")
+                + "\n\n--metrics read-outs (registered; their per-image columns in "
+                  "explanations.csv):\n"
+                + "\n".join(f"  {r.name:<22} {r.label}" for r in READOUTS.values()))
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files and/or folders (read recursively)")
     _model(p, "efficientnet_lite0",

@@ -36,7 +36,6 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from . import schema
 from .atomic import atomic_write_text
 from .blackbox import BlackBox
 from .cam import (
@@ -210,14 +209,9 @@ def parse_target(value: str | None, names: tuple[str, ...] | None) -> int | None
 
 
 def readout_columns(config: MetricConfig) -> list[str]:
-    """The per-image metric columns written with ``--metrics`` (:mod:`paperlib.schema`)."""
-    cols: list[str] = []
-    for tag in [schema.SOFT] + [schema.top(k) for k in config.fractions]:
-        cols += [schema.score(tag), schema.drop(tag), schema.increase(tag)]
-    cols += [schema.agree(k) for k in config.fractions]
-    if config.curve_steps:  # 0: a run without deletion / insertion curves
-        cols += [schema.DELETION_AUC, schema.INSERTION_AUC]
-    return cols
+    """The per-image metric columns written with ``--metrics``: every registered read-out's
+    columns with a table cell (:meth:`paperlib.metrics.Readout.cells`), in row order."""
+    return [c.name for c in config.columns() if c.table is not None]
 
 
 # ---------------------------------------------------------------------------------------------

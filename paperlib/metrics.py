@@ -1,4 +1,5 @@
-"""Faithfulness metrics: one masking routine, many masked copies per forward.
+"""Faithfulness metrics: one masking routine, many masked copies per forward, one record per
+read-out.
 
 Conventions (every table states them):
 
@@ -7,16 +8,20 @@ Conventions (every table states them):
 * An explanation input is ``E = x * M + fill * (1 - M)`` on the image **in [0, 1], before
   normalisation** (:mod:`paperlib.masking`, the kit's one masking routine). ``fill="black"``
   (default) gives ``E = x * M``; ``"mean"`` fills with the image's mean colour; ``"blur"`` with
-  the image blurred. O is the target's probability on E.
-* Soft map (Table 3): M is the [0, 1] map itself.
-  Average Drop (Eq. 8) = mean_i max(0, Y_i - O_i) / Y_i * 100;
-  % Increase (Eq. 9) = mean_i 1[Y_i < O_i] * 100.
-* Percentage-in (Table 4): M keeps exactly the top k% pixels of the map (k in 5, 10, 20, 25, 50),
-  ``round(k/100 * H*W)`` pixels; ties are broken by pixel index (row-major, lower first).
-* Deletion / insertion (RISE, Petsiuk et al. 2018): pixels are removed (set to the fill) or
-  inserted (onto a blurred copy of the image) most salient first, in ``steps`` equal steps; the AUC
-  is the trapezoidal area under probability-vs-fraction on [0, 1]. The curves' shared endpoints
-  (full image, all-fill image, blurred image) are computed once per image, not once per method.
+  the image blurred; a value or a callable is accepted too (:class:`MaskingOptions`). O is the
+  target's probability on E.
+
+A **read-out** is one record (:class:`Readout`, registered with :func:`register_readout`, in
+:data:`READOUTS`): its name, label, options dataclass, the per-image columns it writes (with
+dtype, direction, label: :class:`Column`), the masked copies it needs per (method, image) and
+per image, and how it scores them into per-image values; its docstring holds its formula and
+reference. :func:`evaluate_batch` loops over the records; the row schema
+(:attr:`MetricConfig.row_schema`), :func:`image_rows`, the claim directions
+(:data:`paperlib.tables.CLAIMS`), the tables' cells, the command line's and the precision study's
+columns read them. The kit's read-outs:
+
+* :class:`SoftMap` (Table 3), :class:`TopK` (Table 4) and :class:`Curves` (RISE's deletion /
+  insertion), registered in that order.
 
 Each formula is implemented once, here, per image (:func:`drop_terms`, :func:`increase_terms`,
 :func:`curve_auc`); the tables average these per-image terms, and the tests check them.
@@ -25,9 +30,11 @@ Column names come from :mod:`paperlib.schema`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import inspect
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,13 +42,35 @@ import torch
 from . import schema
 from .blackbox import BlackBox
 from .forward import check_precision, fast_probabilities
-from .masking import FILLS, blurred, fill_images, keep_top, masked_inputs, n_pixels, pixel_ranks
+from .masking import (
+    Fill,
+    blurred,
+    check_fill,
+    fill_images,
+    fill_key,
+    keep_top,
+    masked_inputs,
+    n_pixels,
+    pixel_ranks,
+)
 from .perf import CHUNK_SIZE
 
 __all__ = [
     "FRACTIONS",
+    "KIT_READOUTS",
+    "NO_NUMBER",
+    "READOUTS",
     "BatchScores",
+    "Column",
+    "CurveOptions",
+    "Curves",
+    "MaskingOptions",
     "MetricConfig",
+    "Readout",
+    "ScoringContext",
+    "SoftMap",
+    "TopK",
+    "TopOptions",
     "average_drop",
     "curve_auc",
     "drop_terms",
@@ -49,11 +78,15 @@ __all__ = [
     "image_rows",
     "increase",
     "increase_terms",
+    "register_readout",
     "score_inputs",
+    "unregister_readout",
 ]
 
 #: Table 4's percentages.
 FRACTIONS = (5, 10, 20, 25, 50)
+#: The top-k% fraction whose Average Drop the claim check compares (beside Table 3's two).
+CLAIM_FRACTION = 20
 
 
 def drop_terms(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -97,32 +130,72 @@ def score_inputs(black_box: BlackBox, inputs: torch.Tensor, targets: torch.Tenso
     if config is None or config.exact:
         probs = black_box.model(inputs).float().softmax(dim=1)
     else:
+
         probs = fast_probabilities(black_box.model, inputs, config.precision, config.compile,
                                    config.chunk_size)
     return probs.gather(1, targets.view(-1, 1)).view(-1), probs.argmax(dim=1) == targets
 
 
+# ---------------------------------------------------------------------------------------------
+# The settings: the masking's and the forwards' own, composed with the read-outs' options
+
+
+#: Field metadata of a setting that changes no number (left out of :meth:`MetricConfig.key`).
+NO_NUMBER = {"changes_no_number": True}
+
+
 @dataclass
-class MetricConfig:
+class MaskingOptions:
+    """What removed pixels become, for every read-out (:func:`paperlib.masking.fill_images`).
+
+    ``fill``: a named fill (:data:`paperlib.masking.FILLS`), a value (a float, or a tensor
+    broadcastable to the images, e.g. one value per channel) or a callable
+    ``(images, black_box_mean) -> fill images``. In the results key a callable is its qualified
+    name (``module.qualname``: rename it and the results are recomputed), a tensor its values.
+    """
+
+    fill: Fill = "black"
+
+
+@dataclass
+class TopOptions:
+    """Options of the top-k% read-out: Table 4's percentages."""
+
+    fractions: tuple[int, ...] = FRACTIONS
+
+
+@dataclass
+class CurveOptions:
+    """Options of the deletion / insertion read-out: the curves' steps (0: no curves)."""
+
+    curve_steps: int = 16
+
+
+@dataclass
+class MetricConfig(CurveOptions, TopOptions, MaskingOptions):
     """How explanations are scored (recorded with every result).
+
+    Composed like :class:`paperlib.cam.ExplainOptions` composes the methods' options: its fields
+    are the masking's (:class:`MaskingOptions`: ``fill``), each read-out's options dataclass
+    (:class:`TopOptions`: ``fractions``, :class:`CurveOptions`: ``curve_steps``; a read-out's
+    options dataclass is a base of this class, so its fields are flat settings, unique across
+    read-outs: a new read-out with options adds its dataclass to these bases) and the forwards'
+    own below. :meth:`key` is derived from the fields: every field
+    is in it except those marked :data:`NO_NUMBER` (``chunk_size``).
 
     ``precision`` and ``compile`` choose how the masked copies go through the black box
     (:mod:`paperlib.forward`): ``fp32`` eager by default; ``bf16`` autocast (CPU or CUDA),
     ``tf32`` / ``fp16`` (CUDA only: an error on other devices when a batch is scored), each
     optionally through ``torch.compile``. The clean forward (Y) and the explanations' gradient
-    pass stay fp32.
+    pass stay fp32. Both are in the key: fast and exact never mix.
     """
 
-    fill: str = "black"
-    fractions: tuple[int, ...] = FRACTIONS
-    curve_steps: int = 16               # 0: no deletion / insertion curves (a cheap run)
-    chunk_size: int = CHUNK_SIZE       # not part of the key: it changes no number
-    # the masked copies' forwards (paperlib.forward): "fp32" (exact) | "bf16" | CUDA: "tf32",
-    # "fp16"; and through torch.compile or not. Both in the key: fast and exact never mix.
+    chunk_size: int = field(default=CHUNK_SIZE, metadata=NO_NUMBER)
     precision: str = "fp32"
     compile: bool = False
 
     def __post_init__(self) -> None:
+
         self.fractions = tuple(self.fractions)
         check_precision(self.precision)
         if not isinstance(self.compile, (bool, np.bool_)):
@@ -130,8 +203,7 @@ class MetricConfig:
         self.compile = bool(self.compile)
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.fill not in FILLS:
-            raise ValueError(f"unknown fill {self.fill!r}; expected one of {FILLS}")
+        check_fill(self.fill)
         if self.curve_steps < 0:
             raise ValueError(f"curve_steps must be >= 1, or 0 for no deletion/insertion curves; "
                              f"got {self.curve_steps}")
@@ -140,30 +212,404 @@ class MetricConfig:
             raise ValueError(f"fractions are percentages in (0, 100]; got {bad}")
 
     def key(self) -> dict[str, Any]:
-        """What determines the numbers (chunk size excluded; precision and compile always in)."""
-        return {"fill": self.fill, "fractions": list(self.fractions),
-                "curve_steps": self.curve_steps, "precision": self.precision,
-                "compile": self.compile}
+        """What determines the numbers: every field not marked :data:`NO_NUMBER`, as JSON
+        values (tuples as lists, a fill by :func:`paperlib.masking.fill_key`); plus
+        ``readouts`` (their names) when the registered read-outs are not the kit's own."""
+        out = {f.name: _key_value(getattr(self, f.name)) for f in dataclasses.fields(self)
+               if not f.metadata.get("changes_no_number")}
+        if tuple(READOUTS) != KIT_READOUTS:
+            out["readouts"] = list(READOUTS)
+        return out
 
     @property
     def exact(self) -> bool:
         """The default forward: fp32, eager (no autocast, no compilation)."""
         return self.precision == "fp32" and not self.compile
 
+    def columns(self) -> list[Column]:
+        """Every registered read-out's per-image columns under these settings, in row order."""
+        out: dict[str, tuple[str, Column]] = {}
+        for r in READOUTS.values():
+            for c in r.columns(self):
+                if c.name in out or c.name in schema.KEY_COLUMNS:
+                    other = out[c.name][0] if c.name in out else "the row's keys"
+                    raise ValueError(f"read-out {r.name!r} writes column {c.name!r}, which "
+                                     f"{other} already writes")
+                out[c.name] = (r.name, c)
+        return [c for _, c in out.values()]
+
     @property
     def row_schema(self) -> schema.RowSchema:
-        """The per-image row columns these settings produce."""
-        return schema.RowSchema(self.fractions, self.curve_steps)
+        """The per-image row columns these settings produce: the keys, then the read-outs'."""
+        return schema.RowSchema({**schema.KEY_COLUMNS,
+                                 **{c.name: c.dtype for c in self.columns()}})
+
+
+def _key_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    return fill_key(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The read-out records
+
+#: A read-out column's direction: lower is better, higher is better, or neither.
+LOWER, HIGHER, NEITHER = -1, +1, 0
+
+
+@dataclass(frozen=True)
+class Column:
+    """One per-image column a read-out writes.
+
+    Attributes:
+        name: the row column (:mod:`paperlib.schema`'s names).
+        label: what tables and the claim check call it.
+        direction: :data:`LOWER` / :data:`HIGHER` is better, or :data:`NEITHER`.
+        dtype: the row dtype (:class:`paperlib.schema.RowSchema`).
+        claim: the claim check compares variants and baselines on it (:data:`tables.CLAIMS`;
+            needs a direction).
+        table: the table whose cell is this column's mean over images (``None``: no cell, e.g.
+            a curve's points); the precision study groups by it.
+        scale: the table shows the mean times this (probabilities as percentages).
+        cell: the table's name for the cell (default: the column's name).
+    """
+
+    name: str
+    label: str
+    direction: int = NEITHER
+    dtype: str = "float64"
+    claim: bool = False
+    table: str | None = None
+    scale: float = 1.0
+    cell: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.direction not in (LOWER, HIGHER, NEITHER):
+            raise ValueError(f"direction of column {self.name!r} must be -1, +1 or 0, got "
+                             f"{self.direction!r}")
+        if self.claim and not self.direction:
+            raise ValueError(f"claim column {self.name!r} needs a direction (-1 or +1)")
+
+    @property
+    def cell_name(self) -> str:
+        return self.cell or self.name
 
 
 @dataclass
-class _Job:
-    """One masked copy: image b, mask from method's map, onto base/fill images."""
+class ScoringContext:
+    """One batch as the read-outs see it: the images on the black box's device, the run's fill
+    and blurred images, the targets, Y, each method's maps and pixel ranks, the settings."""
 
-    b: int
-    method: str
-    kind: str       # "soft" | "top" | "del" | "ins"
-    param: int      # k% for "top", step t for "del"/"ins"
+    images: torch.Tensor                   # (B, 3, H, W) in [0, 1]
+    fill: torch.Tensor                     # (B, 3, H, W) the run's fill images
+    blur: torch.Tensor                     # (B, 3, H, W) blurred images (RISE's baseline)
+    targets: torch.Tensor                  # (B,)
+    Y: np.ndarray                          # (B,) float64
+    maps: Mapping[str, torch.Tensor]       # method -> (B, H, W)
+    ranks: Mapping[str, torch.Tensor]      # method -> (B, H*W), 0 = most salient
+    config: MetricConfig
+    black_box_mean: Sequence[float] | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.images.shape[2]), int(self.images.shape[3]))
+
+    @property
+    def total(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def top_mask(self, method: str, b: int, n: int) -> torch.Tensor:
+        """(H, W) binary mask keeping the ``n`` most salient pixels of ``method``'s map ``b``."""
+        return keep_top(self.ranks[method][b: b + 1], n, self.shape)[0]
+
+
+#: Per (method, image): ``copy -> (probability (B,), top-1 agreement (B,))`` of its masked copies.
+Scored = Mapping[Hashable, tuple[np.ndarray, np.ndarray]]
+
+
+class Readout:
+    """A metric read-out: one record (subclass, instantiate, :func:`register_readout`).
+
+    A read-out declares:
+
+    * ``name``, ``label`` and ``options`` (its options dataclass, a base of
+      :class:`MetricConfig` so that its fields are flat settings in the results key; ``None``
+      when it has none); its class docstring holds its formula and reference (:attr:`doc`);
+    * :meth:`columns`: the per-image row columns it writes, given the settings;
+    * :meth:`copies`: the masked copies it needs per (method, image), one hashable id each, in
+      the order they are forwarded, and :meth:`mask`: each copy's mask (and its fill, ``None``
+      for the run's fill); :meth:`shared`: images it needs scored once per image, whatever the
+      method (e.g. the curves' endpoints);
+    * :meth:`score`: the copies' probabilities -> per-method arrays (``BatchScores.per_method``)
+      and :meth:`rows`: those arrays -> the per-image values of :meth:`columns`.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    options: ClassVar[type | None] = None
+
+    @property
+    def doc(self) -> str:
+        """The read-out's docstring: its formula and reference."""
+        return inspect.getdoc(type(self)) or ""
+
+    def columns(self, config: MetricConfig) -> list[Column]:
+        raise NotImplementedError
+
+    def cells(self, config: MetricConfig) -> list[Column]:
+        """The columns with a table cell, in the table's order (default: the row order)."""
+        return [c for c in self.columns(config) if c.table is not None]
+
+    def shared(self, ctx: ScoringContext) -> list[torch.Tensor]:
+        """Images (each (B, 3, H, W)) scored in one forward per batch, before the copies."""
+        return []
+
+    def copies(self, config: MetricConfig) -> Sequence[Hashable]:
+        return ()
+
+    def mask(self, ctx: ScoringContext, method: str, b: int,
+             copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def score(self, ctx: ScoringContext, method: str, scored: Scored,
+              shared: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Per-method arrays from the copies' ``scored`` values and the probabilities of the
+        :meth:`shared` forward (float64, the image sets one after the other; ``None``: none)."""
+        raise NotImplementedError
+
+    def rows(self, Y: np.ndarray, r: Mapping[str, np.ndarray],
+             config: MetricConfig) -> dict[str, np.ndarray]:
+        """``{column: (B,) values}`` of :meth:`columns`, in their order, from :meth:`score`'s
+        arrays ``r`` (all read-outs' arrays of the method)."""
+        raise NotImplementedError
+
+
+#: name -> registered :class:`Readout`, in registration (= forwarding and column) order.
+READOUTS: dict[str, Readout] = {}
+
+
+def register_readout(readout: Readout) -> Readout:
+    """Add a read-out to :data:`READOUTS` (at the end: its copies are forwarded after, and its
+    columns written after, the others'). Registering a name twice is an error; two read-outs
+    writing one column is one when the columns are listed (:meth:`MetricConfig.columns`)."""
+    name = getattr(readout, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a read-out needs a name, got {name!r}")
+    if not isinstance(readout, Readout):
+        raise TypeError(f"read-out {name!r} must be a Readout instance, got {readout!r}")
+    if name in READOUTS:
+        raise ValueError(f"read-out {name!r} is already registered")
+    opts = readout.options
+    if opts is not None and not (isinstance(opts, type) and issubclass(MetricConfig, opts)):
+        raise TypeError(f"options of read-out {name!r} must be a dataclass that MetricConfig "
+                        f"derives from (its fields are flat settings), got {opts!r}")
+    READOUTS[name] = readout
+    return readout
+
+
+def unregister_readout(name: str) -> None:
+    """Remove a read-out (for tests that register toy read-outs)."""
+    if name not in READOUTS:
+        raise ValueError(f"unknown read-out {name!r}; expected one of {list(READOUTS)}")
+    READOUTS.pop(name)
+
+
+def _o_drop_increase(tag: str, what: str, table: str, scale: float = 1.0,
+                     claim_drop: bool = False) -> list[Column]:
+    return [Column(schema.score(tag), f"mean O, {what}", table=table, scale=scale),
+            Column(schema.drop(tag), f"Average Drop, {what}", LOWER, claim=claim_drop,
+                   table=table),
+            Column(schema.increase(tag), f"% Increase, {what}", HIGHER, table=table)]
+
+
+class SoftMap(Readout):
+    """Table 3: the soft map itself as the mask (M = the [0, 1] map).
+
+    Per image: O_soft = p(target | x * M + fill * (1 - M)); drop_soft = max(0, Y - O) / Y * 100
+    (Average Drop, Eq. 8, Chattopadhyay et al. 2018) and increase_soft = 1[Y < O] * 100
+    (% Increase, Eq. 9); the table's cells are their means over images.
+    """
+
+    name = "soft"
+    label = "soft map (Table 3)"
+    #: Its columns (they depend on no setting); the two claims are the paper's headline.
+    COLUMNS = (Column(schema.score(schema.SOFT), "mean O, soft map", table="O (soft map)"),
+               Column(schema.drop(schema.SOFT), "Average Drop", LOWER, claim=True,
+                      table="Table 3", cell="avg_drop"),
+               Column(schema.increase(schema.SOFT), "% Increase", HIGHER, claim=True,
+                      table="Table 3", cell="increase"))
+
+    def columns(self, config: MetricConfig) -> list[Column]:
+        return list(self.COLUMNS)
+
+    def copies(self, config: MetricConfig) -> Sequence[Hashable]:
+        return (0,)
+
+    def mask(self, ctx: ScoringContext, method: str, b: int,
+             copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return ctx.maps[method][b].to(ctx.images.device), None
+
+    def score(self, ctx: ScoringContext, method: str, scored: Scored,
+              shared: np.ndarray | None) -> dict[str, np.ndarray]:
+        return {schema.score(schema.SOFT): scored[0][0]}
+
+    def rows(self, Y: np.ndarray, r: Mapping[str, np.ndarray],
+             config: MetricConfig) -> dict[str, np.ndarray]:
+        return _terms(Y, r, schema.SOFT)
+
+
+def _terms(Y: np.ndarray, r: Mapping[str, np.ndarray], tag: str) -> dict[str, np.ndarray]:
+    O = r[schema.score(tag)]
+    return {schema.score(tag): O, schema.drop(tag): drop_terms(Y, O),
+            schema.increase(tag): increase_terms(Y, O)}
+
+
+class TopK(Readout):
+    """Table 4 (percentage-in): M keeps exactly the top k% pixels of the map, for each k of
+    ``fractions`` (:class:`TopOptions`).
+
+    ``round(k/100 * H*W)`` pixels are kept; ties are broken by pixel index (row-major, lower
+    first). Per image and k: O_top<k>, drop_top<k> (Eq. 8's term), increase_top<k> (Eq. 9's
+    term) and agree_top<k> = 100 * 1[argmax p(. | E) = target] (top-1 agreement).
+    """
+
+    name = "top"
+    label = "top-k% kept (Table 4)"
+    options = TopOptions
+
+    def columns(self, config: MetricConfig) -> list[Column]:
+        cols: list[Column] = []
+        for k in config.fractions:
+            cols += _o_drop_increase(schema.top(k), f"top {k}% kept", "Table 4",
+                                     schema.readout_scale("O_top"), k == CLAIM_FRACTION)
+        cols += [Column(schema.agree(k), f"top-1 agreement, top {k}% kept", HIGHER,
+                        table="Table 4") for k in config.fractions]
+        return cols
+
+    def cells(self, config: MetricConfig) -> list[Column]:
+        """Table 4's order: read-out by read-out (:data:`paperlib.schema.READOUTS`), k by k."""
+        by_name = {c.name: c for c in self.columns(config)}
+        return [by_name[schema.readout(prefix, k)] for prefix in schema.READOUTS
+                for k in config.fractions]
+
+    def copies(self, config: MetricConfig) -> Sequence[Hashable]:
+        return tuple(config.fractions)
+
+    def mask(self, ctx: ScoringContext, method: str, b: int,
+             copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
+        assert isinstance(copy, int)
+        return ctx.top_mask(method, b, n_pixels(copy, ctx.total)), None
+
+    def score(self, ctx: ScoringContext, method: str, scored: Scored,
+              shared: np.ndarray | None) -> dict[str, np.ndarray]:
+        r: dict[str, np.ndarray] = {}
+        for k in ctx.config.fractions:
+            r[schema.score(schema.top(k))] = scored[k][0]
+            r[schema.agree(k)] = scored[k][1].astype(np.float64)
+        return r
+
+    def rows(self, Y: np.ndarray, r: Mapping[str, np.ndarray],
+             config: MetricConfig) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for k in config.fractions:
+            out.update(_terms(Y, r, schema.top(k)))
+        for k in config.fractions:
+            out[schema.agree(k)] = 100.0 * r[schema.agree(k)]
+        return out
+
+
+class Curves(Readout):
+    """Deletion and insertion curves and their AUC (RISE, Petsiuk et al. 2018).
+
+    Pixels are removed (set to the fill) or inserted (onto a blurred copy of the image) most
+    salient first, in ``curve_steps`` equal steps (:class:`CurveOptions`; step t moves
+    ``round(t / steps * H*W)`` pixels); the AUC is the trapezoidal area under probability vs
+    fraction on [0, 1] (lower is better for deletion, higher for insertion). The curves' shared
+    endpoints -- the full image (Y), the all-fill image and the blurred image -- are computed once
+    per image, not once per method (the last two as one forward of [fill, blur]).
+    """
+
+    name = "curves"
+    label = "deletion / insertion (RISE)"
+    options = CurveOptions
+
+    def columns(self, config: MetricConfig) -> list[Column]:
+        steps = config.curve_steps
+        if not steps:                       # a run without deletion / insertion curves
+            return []
+        return ([Column(schema.DELETION_AUC, "deletion AUC", LOWER, claim=True, table="curves"),
+                 Column(schema.INSERTION_AUC, "insertion AUC", HIGHER, claim=True,
+                        table="curves")]
+                + [Column(schema.deletion(t), f"deletion curve, step {t}")
+                   for t in range(steps + 1)]
+                + [Column(schema.insertion(t), f"insertion curve, step {t}")
+                   for t in range(steps + 1)])
+
+    def shared(self, ctx: ScoringContext) -> list[torch.Tensor]:
+        # everything deleted (= fill), nothing inserted (= blurred)
+        return [ctx.fill, ctx.blur] if ctx.config.curve_steps else []
+
+    def copies(self, config: MetricConfig) -> Sequence[Hashable]:
+        inner = range(1, config.curve_steps)
+        return tuple([("del", s) for s in inner] + [("ins", s) for s in inner])
+
+    @staticmethod
+    def _n_step(config: MetricConfig, total: int) -> list[int]:
+        steps = config.curve_steps
+        return [n_pixels(100.0 * s / steps, total) for s in range(steps + 1)]
+
+    def mask(self, ctx: ScoringContext, method: str, b: int,
+             copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
+        assert isinstance(copy, tuple)
+        kind, s = copy
+        steps = ctx.config.curve_steps
+        kept = ctx.top_mask(method, b, n_pixels(100.0 * s / steps, ctx.total))
+        if kind == "del":
+            return 1 - kept, None
+        return kept, ctx.blur[b]
+
+    def score(self, ctx: ScoringContext, method: str, scored: Scored,
+              shared: np.ndarray | None) -> dict[str, np.ndarray]:
+        steps = ctx.config.curve_steps
+        if not steps:
+            return {}
+        assert shared is not None
+        B = len(ctx.Y)
+        del_end, ins_start = shared[:B], shared[B:]
+        deletion = np.column_stack([ctx.Y] + [scored[("del", s)][0] for s in range(1, steps)]
+                                   + [del_end])
+        insertion = np.column_stack([ins_start] + [scored[("ins", s)][0]
+                                                   for s in range(1, steps)] + [ctx.Y])
+        x = np.array(self._n_step(ctx.config, ctx.total), dtype=np.float64) / ctx.total
+        return {"deletion": deletion, "insertion": insertion,
+                schema.DELETION_AUC: curve_auc(deletion, x),
+                schema.INSERTION_AUC: curve_auc(insertion, x)}
+
+    def rows(self, Y: np.ndarray, r: Mapping[str, np.ndarray],
+             config: MetricConfig) -> dict[str, np.ndarray]:
+        if not config.curve_steps:
+            return {}
+        out = {schema.DELETION_AUC: r[schema.DELETION_AUC],
+               schema.INSERTION_AUC: r[schema.INSERTION_AUC]}
+        out.update({schema.deletion(t): r["deletion"][:, t]
+                    for t in range(config.curve_steps + 1)})
+        out.update({schema.insertion(t): r["insertion"][:, t]
+                    for t in range(config.curve_steps + 1)})
+        return out
+
+
+register_readout(SoftMap())
+register_readout(TopK())
+register_readout(Curves())
+#: The kit's own read-outs (a results key names the read-outs only when they differ).
+KIT_READOUTS = tuple(READOUTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a batch: every read-out's copies, in chunked forwards
 
 
 @dataclass
@@ -179,20 +625,24 @@ class BatchScores:
 def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str, torch.Tensor],
                    targets: torch.Tensor | None = None, config: MetricConfig | None = None,
                    clean_logits: torch.Tensor | None = None) -> BatchScores:
-    """Every metric for every method's maps on one batch, in chunked forwards of masked copies.
+    """Every registered read-out for every method's maps on one batch, in chunked forwards of
+    masked copies.
 
-    Returns per method (column names from :mod:`paperlib.schema`): ``O_soft`` (B,), ``O_top{k}``
-    and ``agree_top{k}`` (B,, 0 or 1) for each k, ``deletion`` and ``insertion`` curves
-    (B, steps+1) with their ``deletion_auc`` and ``insertion_auc`` (B,). ``forwards`` counts
-    every image forward made (clean one included
-    unless ``clean_logits`` were given).
+    First each read-out's :meth:`Readout.shared` images (one forward per read-out, e.g. the
+    curves' endpoints), then the masked copies: for each method, for each image, for each
+    read-out in :data:`READOUTS` order, its :meth:`Readout.copies`, in forwards of ``chunk_size``
+    copies. Returns per method the read-outs' arrays (:meth:`Readout.score`): ``O_soft`` (B,),
+    ``O_top{k}`` and ``agree_top{k}`` (B,, 0 or 1) for each k, ``deletion`` and ``insertion``
+    curves (B, steps+1) with their ``deletion_auc`` and ``insertion_auc`` (B,). ``forwards``
+    counts every image forward made (clean one included unless ``clean_logits`` were given).
     """
+
     cfg = config or MetricConfig()
     check_precision(cfg.precision, black_box.device)
     images = images.to(black_box.device)
     B, _, H, W = images.shape
-    total = H * W
     forwards = 0
+    readouts = list(READOUTS.values())
     with torch.no_grad():
         if clean_logits is None:
             clean_logits = black_box.model(images)
@@ -203,40 +653,32 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
             raise ValueError(f"got {t.numel()} targets for a batch of {B} images")
         Y = clean.gather(1, t.view(-1, 1)).view(-1)
         fill = fill_images(images, cfg.fill, black_box.mean)
-        blur = blurred(images)
-        steps = cfg.curve_steps
-        if steps:
-            # shared curve endpoints: everything deleted (= fill), nothing inserted (= blurred)
-            ends, _ = score_inputs(black_box, torch.cat([fill, blur]), torch.cat([t, t]),
-                                   cfg)
-            forwards += 2 * B
-            del_end, ins_start = ends[:B], ends[B:]
-        n_step = [n_pixels(100.0 * s / steps, total) for s in range(steps + 1)] if steps else []
+        ctx = ScoringContext(images=images, fill=fill, blur=blurred(images), targets=t,
+                             Y=Y.cpu().numpy().astype(np.float64), maps=maps, ranks={},
+                             config=cfg, black_box_mean=black_box.mean)
+        shared: dict[str, np.ndarray] = {}
+        for ro in readouts:
+            extra = ro.shared(ctx)
+            if extra:
+                p, _ = score_inputs(black_box, torch.cat(extra), torch.cat([t] * len(extra)),
+                                    cfg)
+                forwards += len(extra) * B
+                shared[ro.name] = p.cpu().numpy().astype(np.float64)
+        ctx.ranks = {m: pixel_ranks(mp.to(images.device)) for m, mp in maps.items()}
+        copies = {ro.name: ro.copies(cfg) for ro in readouts}
+        jobs = [(ro, m, b, c) for m in maps for b in range(B) for ro in readouts
+                for c in copies[ro.name]]
 
-        ranks = {m: pixel_ranks(mp.to(images.device)) for m, mp in maps.items()}
-        jobs: list[_Job] = []
-        for m in maps:
-            for b in range(B):
-                jobs.append(_Job(b, m, "soft", 0))
-                jobs += [_Job(b, m, "top", k) for k in cfg.fractions]
-                jobs += [_Job(b, m, "del", s) for s in range(1, steps)]
-                jobs += [_Job(b, m, "ins", s) for s in range(1, steps)]
-
-        def build(chunk: list[_Job]) -> tuple[torch.Tensor, torch.Tensor]:
-            bs = torch.tensor([j.b for j in chunk], device=images.device)
+        def build(chunk: list[tuple[Readout, str, int, Hashable]]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+            bs = torch.tensor([b for _, _, b, _ in chunk], device=images.device)
             masks = torch.empty(len(chunk), H, W, device=images.device)
             fills = fill[bs].clone()
-            for i, j in enumerate(chunk):
-                r = ranks[j.method][j.b: j.b + 1]
-                if j.kind == "soft":
-                    masks[i] = maps[j.method][j.b].to(images.device)
-                elif j.kind == "top":
-                    masks[i] = keep_top(r, n_pixels(j.param, total), (H, W))[0]
-                elif j.kind == "del":
-                    masks[i] = 1 - keep_top(r, n_step[j.param], (H, W))[0]
-                else:
-                    masks[i] = keep_top(r, n_step[j.param], (H, W))[0]
-                    fills[i] = blur[j.b]
+            for i, (ro, m, b, c) in enumerate(chunk):
+                mask, own_fill = ro.mask(ctx, m, b, c)
+                masks[i] = mask
+                if own_fill is not None:
+                    fills[i] = own_fill
             return masked_inputs(images[bs], masks, fills), t[bs]
 
         prob = torch.empty(len(jobs), device=images.device)
@@ -249,59 +691,37 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
             forwards += len(chunk)
 
     prob_np, agree_np = prob.cpu().numpy().astype(np.float64), agree.cpu().numpy()
-    Y_np = Y.cpu().numpy().astype(np.float64)
-    fractions_x = np.array(n_step, dtype=np.float64) / total
-    result = BatchScores(Y=Y_np, target=t.cpu().numpy(), forwards=forwards)
-    index = {(j.method, j.kind, j.param, j.b): i for i, j in enumerate(jobs)}
+    result = BatchScores(Y=ctx.Y, target=t.cpu().numpy(), forwards=forwards)
+    index = {(ro.name, m, c, b): i for i, (ro, m, b, c) in enumerate(jobs)}
     for m in maps:
-        def col(kind: str, param: int, values: np.ndarray = prob_np, m: str = m) -> np.ndarray:
-            return np.array([values[index[(m, kind, param, b)]] for b in range(B)])
-
-        r: dict[str, np.ndarray] = {schema.score(schema.SOFT): col("soft", 0)}
-        for k in cfg.fractions:
-            r[schema.score(schema.top(k))] = col("top", k)
-            r[schema.agree(k)] = col("top", k, agree_np).astype(np.float64)
-        if steps:
-            deletion = np.column_stack([Y_np] + [col("del", s) for s in range(1, steps)]
-                                       + [del_end.cpu().numpy().astype(np.float64)])
-            insertion = np.column_stack([ins_start.cpu().numpy().astype(np.float64)]
-                                        + [col("ins", s) for s in range(1, steps)] + [Y_np])
-            r["deletion"], r["insertion"] = deletion, insertion
-            r[schema.DELETION_AUC] = curve_auc(deletion, fractions_x)
-            r[schema.INSERTION_AUC] = curve_auc(insertion, fractions_x)
+        r: dict[str, np.ndarray] = {}
+        for ro in readouts:
+            at = {c: [index[(ro.name, m, c, b)] for b in range(B)] for c in copies[ro.name]}
+            scored = {c: (np.array([prob_np[i] for i in ii]), np.array([agree_np[i] for i in ii]))
+                      for c, ii in at.items()}
+            r.update(ro.score(ctx, m, scored, shared.get(ro.name)))
         result.per_method[m] = r
     return result
 
 
 def image_rows(files: Sequence[str], labels: np.ndarray, scores: BatchScores,
                flat: Mapping[str, np.ndarray], config: MetricConfig) -> list[dict[str, Any]]:
-    """The per-image rows of a scored batch (:class:`paperlib.schema.RowSchema`'s columns).
+    """The per-image rows of a scored batch (:attr:`MetricConfig.row_schema`'s columns): the
+    keys, then each read-out's :meth:`Readout.rows`, in :data:`READOUTS` order.
 
     Average Drop and % Increase enter as their per-image terms (:func:`drop_terms`,
     :func:`increase_terms`): a table's cell is their mean over images.
     """
     Y = scores.Y
-    tags = [schema.SOFT] + [schema.top(k) for k in config.fractions]
     rows = []
     for m, r in scores.per_method.items():
-        terms = {tag: (r[schema.score(tag)], drop_terms(Y, r[schema.score(tag)]),
-                       increase_terms(Y, r[schema.score(tag)])) for tag in tags}
+        values: dict[str, np.ndarray] = {}
+        for ro in READOUTS.values():
+            values.update(ro.rows(Y, r, config))
         for b, file in enumerate(files):
             row: dict[str, Any] = {"file": file, "label": int(labels[b]),
                                    "target": int(scores.target[b]), "method": m, "Y": Y[b],
                                    "flat_map": bool(flat[m][b])}
-            for tag, (O, d, inc) in terms.items():
-                row[schema.score(tag)] = O[b]
-                row[schema.drop(tag)] = d[b]
-                row[schema.increase(tag)] = inc[b]
-            for k in config.fractions:
-                row[schema.agree(k)] = 100.0 * r[schema.agree(k)][b]
-            if config.curve_steps:
-                row[schema.DELETION_AUC] = r[schema.DELETION_AUC][b]
-                row[schema.INSERTION_AUC] = r[schema.INSERTION_AUC][b]
-                for t, v in enumerate(r["deletion"][b]):
-                    row[schema.deletion(t)] = v
-                for t, v in enumerate(r["insertion"][b]):
-                    row[schema.insertion(t)] = v
+            row.update({c: v[b] for c, v in values.items()})
             rows.append(row)
     return rows

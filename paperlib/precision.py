@@ -29,6 +29,7 @@ import torch
 from . import schema, tables
 from .forward import check_precision
 from .goals import SAFE_WIDTH_FRACTION
+from .metrics import READOUTS, MetricConfig
 from .report import render
 
 if TYPE_CHECKING:
@@ -70,19 +71,11 @@ def mode_name(precision: str, compile: bool) -> str:
 
 
 def per_column(fractions: Sequence[int], curves: bool) -> dict[str, tuple[str, float]]:
-    """``{row column: (table, scale)}``: every per-image column a table cell is the mean of,
-    the table it belongs to and the factor the table shows it with (O_top as a percentage)."""
-    cols: dict[str, tuple[str, float]] = {
-        schema.score(schema.SOFT): ("O (soft map)", 1.0),
-        schema.drop(schema.SOFT): ("Table 3", 1.0),
-        schema.increase(schema.SOFT): ("Table 3", 1.0)}
-    for prefix in schema.READOUTS:
-        for k in fractions:
-            cols[schema.readout(prefix, k)] = ("Table 4", schema.readout_scale(prefix))
-    if curves:
-        cols[schema.DELETION_AUC] = ("curves", 1.0)
-        cols[schema.INSERTION_AUC] = ("curves", 1.0)
-    return cols
+    """``{row column: (table, scale)}``: every per-image column a table cell is the mean of
+    (each registered read-out's :meth:`paperlib.metrics.Readout.cells`), the table it belongs
+    to and the factor the table shows it with (O_top as a percentage)."""
+    config = MetricConfig(fractions=tuple(fractions), curve_steps=1 if curves else 0)
+    return {c.name: (c.table or "", c.scale) for r in READOUTS.values() for c in r.cells(config)}
 
 
 def _cell_table(frame: pd.DataFrame, methods: Sequence[str], fractions: Sequence[int],
@@ -95,8 +88,10 @@ def _cell_table(frame: pd.DataFrame, methods: Sequence[str], fractions: Sequence
     return pd.concat([p.drop(columns=["n_images"]) for p in parts], axis=1)
 
 
-#: The per-image row column behind each table's cell name (Table 3 renames its two).
-_CELL_NAME = {schema.drop(schema.SOFT): "avg_drop", schema.increase(schema.SOFT): "increase"}
+#: The per-image row column behind each table's cell name where they differ (Table 3 renames its
+#: two), from the read-outs' records.
+_CELL_NAME = {c.name: c.cell_name for r in READOUTS.values() for c in r.cells(MetricConfig())
+              if c.cell_name != c.name}
 
 
 def _verdicts(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequence[str],

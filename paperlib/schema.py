@@ -1,7 +1,10 @@
 """The per-image row: one definition of the columns the evaluation writes and everything reads.
 
 One row per (image, method). Metrics write it (:func:`paperlib.metrics.image_rows`), the results
-cache stores it, tables, figures and the README read it; every column name comes from here.
+cache stores it, tables, figures and the README read it; every column name comes from here. The
+keys' columns are :data:`KEY_COLUMNS`; the metric columns, with their dtypes, directions and
+labels, are declared by the read-out records (:data:`paperlib.metrics.READOUTS`), and a run's
+:class:`RowSchema` is :attr:`paperlib.metrics.MetricConfig.row_schema`.
 
 =====================  =====================================================================
 column                 meaning
@@ -21,16 +24,19 @@ deletion_auc, ...      deletion / insertion AUC; ``del_<t>`` / ``ins_<t>`` the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-__all__ = ["DELETION_AUC", "INSERTION_AUC", "KEYS", "READOUTS", "SOFT", "RowSchema", "agree",
-           "deletion", "drop", "increase", "insertion", "readout", "readout_scale", "score",
-           "top"]
+__all__ = ["DELETION_AUC", "INSERTION_AUC", "KEYS", "KEY_COLUMNS", "READOUTS", "SOFT",
+           "RowSchema", "agree", "deletion", "drop", "increase", "insertion", "readout",
+           "readout_scale", "score", "top"]
 
 KEYS = ("file", "label", "target", "method")
+#: The columns every row starts with, before the read-outs': ``{column: dtype}``.
+KEY_COLUMNS = {"file": "object", "label": "int64", "target": "int64", "method": "object",
+               "Y": "float64", "flat_map": "bool"}
 SOFT = "soft"
 DELETION_AUC = "deletion_auc"
 INSERTION_AUC = "insertion_auc"
@@ -90,28 +96,14 @@ def readout(prefix: str, k: int) -> str:
 
 @dataclass(frozen=True)
 class RowSchema:
-    """The columns of a run's rows, given its top-k fractions and curve steps."""
+    """The columns of a run's rows, ``{column: dtype}`` in the order the rows hold them (made by
+    :attr:`paperlib.metrics.MetricConfig.row_schema` from the read-outs' records)."""
 
-    fractions: tuple[int, ...]
-    curve_steps: int
+    dtypes: Mapping[str, str] = field(default_factory=dict)
 
     def columns(self) -> dict[str, str]:
         """``{column: dtype}`` in the order the rows hold them."""
-        cols = {"file": "object", "label": "int64", "target": "int64", "method": "object",
-                "Y": "float64", "flat_map": "bool"}
-        for tag in [SOFT] + [top(k) for k in self.fractions]:
-            cols[score(tag)] = "float64"
-            cols[drop(tag)] = "float64"
-            cols[increase(tag)] = "float64"
-        for k in self.fractions:
-            cols[agree(k)] = "float64"
-        if not self.curve_steps:            # a run without deletion / insertion curves
-            return cols
-        cols[DELETION_AUC] = "float64"
-        cols[INSERTION_AUC] = "float64"
-        cols.update({deletion(t): "float64" for t in range(self.curve_steps + 1)})
-        cols.update({insertion(t): "float64" for t in range(self.curve_steps + 1)})
-        return cols
+        return dict(self.dtypes)
 
     def validate(self, frame: pd.DataFrame, where: str = "rows") -> pd.DataFrame:
         """``frame`` if it has every column with a compatible type, else a ``ValueError``."""
@@ -129,7 +121,3 @@ class RowSchema:
                                  f"expected {dtype}")
         return frame
 
-
-def columns_for(fractions: Sequence[int], curve_steps: int) -> list[str]:
-    """The column names of :class:`RowSchema` (convenience)."""
-    return list(RowSchema(tuple(fractions), curve_steps).columns())

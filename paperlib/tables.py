@@ -3,11 +3,16 @@
 The CSV holds every number with its interval bounds (``<col>``, ``<col>_lo``, ``<col>_hi``);
 Markdown and LaTeX show ``mean [lo, hi]``. Every cell is a mean over images with a 95% percentile
 bootstrap interval (:func:`paperlib.stats.bootstrap_ci`, seeded).
+
+The cells, their scale and the claim directions come from the read-out records
+(:data:`paperlib.metrics.READOUTS`): :func:`readout_table` shows any read-out, Tables 3 and 4 and
+:func:`curves_table` are the kit's three read-outs' tables, :data:`CLAIMS` is derived from the
+columns each read-out marks as a claim.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +21,16 @@ import pandas as pd
 from . import schema
 from .cam import METHODS
 from .formatting import formatted
+from .metrics import READOUTS as READOUT_RECORDS
+from .metrics import Column, MetricConfig
 from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .schema import READOUTS
 from .stats import bootstrap_ci, holm, paired_wilcoxon
-from .verdicts import ALPHA, CLAIMS
+from .verdicts import ALPHA
 
-__all__ = ["claim_check", "curves_table", "paper_column", "scale_verdict", "table3", "table4",
-           "table4_scale", "trend_check", "wilcoxon_table", "write_table"]
+__all__ = ["CLAIMS", "claim_check", "curves_table", "paper_column", "readout_table",
+           "scale_verdict", "table3", "table4", "table4_scale", "trend_check", "wilcoxon_table",
+           "write_table"]
 
 
 def paper_column(method: str) -> str | None:
@@ -43,13 +51,35 @@ def _by_method(frame: pd.DataFrame, methods: Sequence[str]):
             yield m, sub
 
 
+def _readout_cells(sub: pd.DataFrame, cells: Sequence[Column], seed: int) -> dict[str, float]:
+    row: dict[str, float] = {}
+    for c in cells:
+        row.update(_cells(sub[c.name], c.cell_name, seed, c.scale))
+    return row
+
+
+def readout_table(frame: pd.DataFrame, methods: Sequence[str], readout: str,
+                  config: MetricConfig | None = None, seed: int = 0) -> pd.DataFrame:
+    """Any registered read-out's table: per method, ``n_images`` and the mean of each of its
+    columns with a table cell (:meth:`paperlib.metrics.Readout.cells`, in its scale), with
+    intervals. ``config`` (default :class:`MetricConfig`'s) gives the read-out's options, e.g.
+    the fractions; :func:`formatted` / :func:`write_table` show it."""
+    if readout not in READOUT_RECORDS:
+        raise ValueError(f"unknown read-out {readout!r}; expected one of {list(READOUT_RECORDS)}")
+    cells = READOUT_RECORDS[readout].cells(config or MetricConfig())
+    rows = []
+    for m, sub in _by_method(frame, methods):
+        rows.append({"method": m, "n_images": len(sub), **_readout_cells(sub, cells, seed)})
+    return pd.DataFrame(rows)
+
+
 def table3(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.DataFrame:
     """Average Drop (Eq. 8) and % Increase (Eq. 9) of the soft map, per method, with intervals."""
+    cells = [c for c in READOUT_RECORDS["soft"].cells(MetricConfig()) if c.table == "Table 3"]
     rows = []
     for m, sub in _by_method(frame, methods):
         row = {"method": m, "n_images": len(sub), "flat_maps": int(sub["flat_map"].sum())}
-        row.update(_cells(sub[schema.drop(schema.SOFT)], "avg_drop", seed))
-        row.update(_cells(sub[schema.increase(schema.SOFT)], "increase", seed))
+        row.update(_readout_cells(sub, cells, seed))
         paper = PAPER_TABLE3.get(paper_column(m) or "", {})
         row["paper_avg_drop"] = paper.get("avg_drop")
         row["paper_increase"] = paper.get("increase")
@@ -60,13 +90,11 @@ def table3(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.Dat
 def table4(frame: pd.DataFrame, methods: Sequence[str], fractions: Sequence[int],
            seed: int = 0) -> pd.DataFrame:
     """Percentage-in: for each k, mean O (%), Average Drop, % Increase, top-1 agreement."""
+    cells = READOUT_RECORDS["top"].cells(MetricConfig(fractions=tuple(fractions)))
     rows = []
     for m, sub in _by_method(frame, methods):
         row: dict = {"method": m, "n_images": len(sub)}
-        for prefix in READOUTS:
-            for k in fractions:
-                col = schema.readout(prefix, k)
-                row.update(_cells(sub[col], col, seed, schema.readout_scale(prefix)))
+        row.update(_readout_cells(sub, cells, seed))
         for k in fractions:
             row[f"paper_top{k}"] = PAPER_TABLE4.get(paper_column(m) or "", {}).get(k)
         rows.append(row)
@@ -75,13 +103,7 @@ def table4(frame: pd.DataFrame, methods: Sequence[str], fractions: Sequence[int]
 
 def curves_table(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.DataFrame:
     """Deletion AUC (lower is better) and insertion AUC (higher is better), with intervals."""
-    rows = []
-    for m, sub in _by_method(frame, methods):
-        row = {"method": m, "n_images": len(sub)}
-        row.update(_cells(sub[schema.DELETION_AUC], schema.DELETION_AUC, seed))
-        row.update(_cells(sub[schema.INSERTION_AUC], schema.INSERTION_AUC, seed))
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return readout_table(frame, methods, "curves", MetricConfig(curve_steps=1), seed)
 
 
 def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequence[str],
@@ -113,6 +135,33 @@ def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequ
     if len(out):
         out["p_holm"] = holm(out["p"])
     return out
+
+
+class _Claims(Mapping[str, tuple[str, int]]):
+    """``{column: (label, direction)}`` of every column a registered read-out marks as a claim
+    (:attr:`paperlib.metrics.Column.claim`), under the default settings, in the records' order;
+    read from the registry on every access, so a read-out registered later is in it."""
+
+    def _now(self) -> dict[str, tuple[str, int]]:
+        return {c.name: (c.label, c.direction) for c in MetricConfig().columns() if c.claim}
+
+    def __getitem__(self, column: str) -> tuple[str, int]:
+        return self._now()[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return len(self._now())
+
+    def __repr__(self) -> str:
+        return f"CLAIMS({self._now()!r})"
+
+
+#: The claims, per Wilcoxon column: the direction in which the variant should beat the baseline
+#: (variant - baseline < 0 for Average Drop and deletion AUC, > 0 for the others): Table 3's two,
+#: Average Drop with the top 20% kept, deletion and insertion AUC (the read-outs' claim columns).
+CLAIMS: Mapping[str, tuple[str, int]] = _Claims()
 
 
 def claim_check(wt: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from paperlib import forward, metrics, precision, schema, tables
+from paperlib import forward, metrics, precision, tables
 from paperlib.evaluation import EvalSettings
 from paperlib.masking import blurred, fill_images, keep_top, masked_inputs, n_pixels, pixel_ranks
 
@@ -91,7 +91,7 @@ def test_default_fp32_path_is_the_plain_forward(lite0, lite0_batch, monkeypatch)
     def refuse(*args, **kwargs):
         raise AssertionError("the default path must not go through fast_probabilities")
 
-    monkeypatch.setattr(metrics, "fast_probabilities", refuse)
+    monkeypatch.setattr(precision, "fast_probabilities", refuse)  # metrics imports it on use
     x = lite0_batch.images[:2]
     maps = {"ramp": _maps(lite0_batch)["ramp"]}
     with torch.no_grad():
@@ -229,7 +229,7 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
                                                                       O[i:i + 1])[0])
             row["agree_top20"] = 100.0
             out.append(row)
-    cols = list(schema.RowSchema((20,), 0).columns())
+    cols = list(metrics.MetricConfig(fractions=(20,), curve_steps=0).row_schema.columns())
     return pd.DataFrame(out)[cols]
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import paperlib
-from paperlib import cam, evaluation, metrics, schema, tables
+from paperlib import cam, evaluation, metrics, tables
 from paperlib.cam import ExplainOptions, NoOptions, register_method, unregister_method
 from paperlib.evaluation import EvalSettings
 from paperlib.metrics import MetricConfig
@@ -163,8 +163,8 @@ def test_row_schema_names_every_column_the_evaluation_writes(lite0, sample_datas
                                                  batch_size=2))
     run = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False)
     assert list(run.frame.columns) == list(settings.metrics.row_schema.columns())
-    assert schema.columns_for((5, 10, 20, 25, 50), 2)[:6] == ["file", "label", "target", "method",
-                                                                "Y", "flat_map"]
+    assert list(MetricConfig(curve_steps=2).row_schema.columns())[:6] == [
+        "file", "label", "target", "method", "Y", "flat_map"]
 
 
 def test_the_results_key_covers_every_module_without_a_list(tmp_path, monkeypatch):
