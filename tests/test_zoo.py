@@ -20,8 +20,8 @@ import paperlib
 from paperlib import cam, cli, matrix, sanity
 from paperlib.attention import CHECKPOINT_DIR
 from paperlib.blackbox import BlackBox, BlackBoxSpec
+from paperlib.fingerprint import code_fingerprint
 from paperlib.models import ZOO, black_box_spec, register_black_box, unregister_black_box
-from paperlib.results import code_fingerprint
 from paperlib.wrap import cascade_of
 
 TOY_CASCADE = (("fc",), ("features",), ("conv",))
