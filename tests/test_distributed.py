@@ -21,7 +21,8 @@ from paperlib import distributed
 from paperlib.results import ResultsStore
 
 ARGS = ["--n-images", "8", "--methods", "gradcam", "xgradcam", "--curve-steps", "2",
-        "--batch-size", "2", "--model-name", "efficientnet_lite0", "--no-progress"]
+        "--batch-size", "2", "--model-name", "efficientnet_lite0", "--no-progress",
+        "--untrained-seeds", "0", "--no-protocol"]  # the studies: tests/test_outputs.py
 TABLES = ["table3.csv", "table4.csv", "deletion_insertion.csv"]
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,7 +106,8 @@ def test_two_processes_write_the_same_tables_as_one(reference, data_dir, tmp_pat
     out = tmp_path / "two"
     run = subprocess.run(_torchrun(out, data_dir), env=_env(data_dir), cwd=REPO,
                          capture_output=True, text=True, timeout=600)
-    assert "2 process(es)" in _check(run)
+    stdout = _check(run)
+    assert "2 process(es)" in stdout
     for name in TABLES:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     with ResultsStore(out / "cache" / "eval.sqlite") as store:
@@ -115,8 +117,9 @@ def test_two_processes_write_the_same_tables_as_one(reference, data_dir, tmp_pat
     assert [(b["rank"], b["world_size"], b["n_images"]) for b in batches] == [
         (0, 2, 2), (1, 2, 2), (0, 2, 2), (1, 2, 2)]                   # batch r::2 on rank r
     assert not (out / "cache" / "eval.shards").exists()              # merged and removed
+    assert f"run {key}); wrote" in stdout
     split = json.loads((out / "eval_split.json").read_text())
-    assert split["run"] == key and len(split["files"]) == 8
+    assert split["split"] == "eval: class index = 2 (mod 4)" and len(split["files"]) == 8
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:
