@@ -120,3 +120,41 @@ def test_split_record_for_each_split():
         "overlap with the training images": "these images include the module's training images",
         "files": ["a", "b"]}
     assert outputs.split_record("all", [])["split"] == "all: every image of the folder"
+
+
+def test_figure_masks_keep_exactly_the_top_pixels():
+    import torch
+
+    from paperlib import plots
+
+    maps = torch.arange(2 * 4 * 5, dtype=torch.float32).reshape(2, 4, 5)
+    maps[1] = maps[1].flip(-1)
+    keep = plots.top_masks(maps, 25)                 # 25% of 20 pixels: 5
+    assert keep.shape == (2, 4, 5) and keep.flatten(1).sum(1).tolist() == [5, 5]
+    assert keep[0, 3].tolist() == [1, 1, 1, 1, 1]    # the five largest values: the last row
+    assert keep[1, 3].tolist() == [1, 1, 1, 1, 1]
+
+
+def test_the_sanity_files(tmp_path):
+    import pandas as pd
+
+    from paperlib import sanity
+
+    rows = pd.DataFrame([{"step": s, "randomized": r, "method": m, "image": i, "spearman": v,
+                          "constant_map": False}
+                         for s, r in ((1, "classifier"), (2, "conv_head+bn2"))
+                         for m, v in (("gradcam", 0.1 / s), ("fake", 0.9))
+                         for i in range(3)])
+    summary = sanity.summarize(rows)
+    paths, fig = sanity.write_sanity(rows, summary, "toy", tmp_path / "r", tmp_path / "f")
+    assert [p.name for p in paths] == [
+        "sanity_rows.csv", "sanity.csv", "sanity.md", "sanity.tex",
+        "sanity_cascading_randomization.png", "sanity_cascading_randomization.pdf"]
+    assert (tmp_path / "r" / "sanity.md").read_text().splitlines()[0] == (
+        "Cascading randomisation: mean Spearman vs the trained toy, 3 images; steps: "
+        "['classifier', 'conv_head+bn2']")
+    table = pd.read_csv(tmp_path / "r" / "sanity.csv")
+    assert table["method"].tolist() == ["fake", "gradcam"]
+    assert table["step2"].tolist() == [0.9, 0.05] and table["flagged"].tolist() == [True, False]
+    assert len(pd.read_csv(tmp_path / "r" / "sanity_rows.csv")) == 12
+    assert fig is not None

@@ -183,7 +183,7 @@ def test_the_results_key_covers_every_module_without_a_list(tmp_path, monkeypatc
 # Modules in the order data flows; a module may import only modules before it.
 LAYERS = ["paths", "perf", "progress", "models", "data", "hooks", "masking", "cam", "attention",
           "schema", "metrics", "stats", "paper_reference", "results", "evaluation", "tables",
-          "sanity", "plots"]
+          "plots", "sanity"]
 
 
 def test_modules_import_only_downwards():
