@@ -85,6 +85,17 @@ def positive_int(text: str) -> int:
     return n
 
 
+def _count(text: str) -> int:
+    """A number >= 0 (``--untrained-seeds``)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {n}")
+    return n
+
+
 def _model(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
     p.add_argument("--model", default=default, metavar="NAME", help=what)
 
@@ -295,6 +306,11 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batches", type=positive_int, default=None,
                    help="stop each process after this many new batches (the store keeps them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--untrained-seeds", type=_count, default=None, metavar="N",
+                   help="seeds of attention-untrained in the seed sweep (0: no sweep; default: "
+                        "the kit's, paperlib.protocol.UNTRAINED_SEEDS)")
+    p.add_argument("--no-protocol", action="store_true",
+                   help="skip the protocol sensitivity study (fills x targets)")
     taken = {"seed", "chunk_size", "fill", "fractions", "curve_steps"}
     taken |= set(add_metric_arguments(p, skip=taken))  # --precision, --compile
     add_option_arguments(p, skip=taken)                 # --smooth-samples, --scorecam-channels..

@@ -124,7 +124,7 @@ def run_cell(cell: Cell, dataset: Any, params: Mapping[str, Any], out: str | Pat
     compute seconds (summed over every batch, across resumptions), the wall seconds of this
     call.
     """
-    from .evaluate import write_tables
+    from .outputs import CELL_GROUPS, write_evaluation
 
     start = time.perf_counter()
     bb = load_model(cell.model, device=device, target_layer=cell.target_layer)
@@ -137,7 +137,7 @@ def run_cell(cell: Cell, dataset: Any, params: Mapping[str, Any], out: str | Pat
     n = evaluation.frame["file"].nunique()
     where = (f"{bb.name} at {bb.target_layer_name} ({cell.layer} layer), {n} images of split "
              f"{settings.split}, fill={settings.metrics.fill}, target={settings.target}")
-    write_tables(evaluation, folder, where)
+    write_evaluation(evaluation, folder, where, groups=CELL_GROUPS)
     return {"cell": cell.name, "model": cell.model, "layer": cell.layer,
             "target_layer": bb.target_layer_name, "images": int(n),
             "methods": list(settings.methods), "rows": len(evaluation.frame),

@@ -16,33 +16,14 @@ import pandas as pd
 import torch
 
 from .blackbox import BlackBox
-from .data import SPLITS, ImageDataset, load_images
+from .data import ImageDataset, load_images
 from .evaluation import EvalSettings, Evaluation, run_evaluation
 from .model_selection import chosen_model
 from .models import load_model
+from .outputs import split_description
 from .paths import figures_dir, results_dir
 
-__all__ = ["EvalRun", "open_black_box", "open_evaluation", "split_record"]
-
-
-def split_description(split: str) -> str:
-    """What a split holds, in words, from :data:`paperlib.data.SPLITS`."""
-    if split in (None, "all"):
-        return "every image of the folder"
-    mod, rest = SPLITS[split]
-    return f"class index = {rest} (mod {mod})"
-
-
-def split_record(split: str, files: list[str]) -> dict[str, Any]:
-    """``results/eval_split.json``: the split evaluated, what the trained module learned from,
-    and the exact files (derived from the parameters, never typed)."""
-    trained_on = split_description("train")
-    overlap = "no image" if split == "eval" else (
-        "these images include the module's training images" if split in ("train", None, "all")
-        else "unknown")
-    return {"split": f"{split}: {split_description(split)}",
-            "attention-trained trained on": trained_on,
-            "overlap with the training images": overlap, "files": sorted(files)}
+__all__ = ["EvalRun", "open_black_box", "open_evaluation"]
 
 
 def open_black_box(params: Mapping[str, Any]) -> tuple[BlackBox, ImageDataset]:

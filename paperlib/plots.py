@@ -1,7 +1,8 @@
 """Figures: overlays, the paper's Figures 3, 6 and 7, curves with interval bands.
 
 Every ``save`` writes PNG and PDF under the figures folder (:func:`paperlib.paths.figures_dir`).
-Functions take tensors/frames and return matplotlib figures; no computation happens here.
+Functions take tensors/frames and return matplotlib figures; the only computation here is the
+figures' top-k% masks (:func:`top_masks`, ranked as the metrics rank pixels).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ import torch
 
 from . import schema
 from .cam import method_label as label
+from .masking import keep_top, n_pixels, pixel_ranks
 from .paths import figures_dir
 from .stats import bootstrap_ci
 
 __all__ = ["accuracy_figure", "attention_panels", "band_plot", "claims_heatmap", "curves",
            "figure3",
            "figure6", "figure7", "image_np", "method_grid", "overlay", "save", "sanity_figure",
-           "score_vs_k", "training_figure"]
+           "score_vs_k", "top_masks", "training_figure"]
 
 
 def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> list[Path]:
@@ -32,6 +34,14 @@ def save(fig: plt.Figure, name: str, folder: str | Path | None = None) -> list[P
     fig.savefig(paths[0], dpi=150, bbox_inches="tight")
     fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None})
     return paths
+
+
+def top_masks(maps: torch.Tensor, percent: float) -> torch.Tensor:
+    """(B, H, W) binary masks keeping exactly the top ``percent``% pixels of each (B, H, W) map,
+    ranked as the metrics rank them (:func:`paperlib.masking.pixel_ranks`: ties by pixel index),
+    e.g. for :func:`figure6` and :func:`figure7`."""
+    H, W = maps.shape[-2:]
+    return keep_top(pixel_ranks(maps), n_pixels(percent, H * W), (H, W))
 
 
 def image_np(image: torch.Tensor) -> np.ndarray:

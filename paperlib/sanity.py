@@ -15,17 +15,23 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import rankdata
 
+from . import plots
 from .blackbox import BlackBox
 from .cam import ExplainOptions, explain
+from .paths import results_dir
 from .progress import progress as progress_bar
+from .tables import write_table
 
-__all__ = ["FLAG_THRESHOLD", "cascading_randomization", "randomized", "spearman_maps", "summarize"]
+__all__ = ["FLAG_THRESHOLD", "cascading_randomization", "randomized", "spearman_maps", "summarize",
+           "write_sanity"]
 
 FLAG_THRESHOLD = 0.5
 
@@ -102,3 +108,25 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     last = wide.columns[-1]
     wide["flagged"] = wide[last] > FLAG_THRESHOLD
     return wide.reset_index()
+
+
+def write_sanity(rows: pd.DataFrame, summary: pd.DataFrame, model: str,
+                 out: str | Path | None = None, figures: str | Path | None = None
+                 ) -> tuple[list[Path], plt.Figure]:
+    """Write the cascade's files (notebook 03): ``sanity_rows.csv`` (every row), the summary
+    table ``sanity`` (CSV / Markdown / LaTeX, rounded to 3 digits) under ``out`` (default
+    :func:`paperlib.paths.results_dir`), and the figure ``sanity_cascading_randomization``
+    under ``figures``. ``model`` names the black box in the caption. Returns the paths and the
+    (closed) figure."""
+    out = results_dir(out)
+    rows_csv = out / "sanity_rows.csv"
+    rows.to_csv(rows_csv, index=False)
+    steps = list(dict.fromkeys(rows["randomized"]))
+    paths = [rows_csv, *write_table(
+        summary.round(3), out / "sanity", display=summary.round(3),
+        caption=f"Cascading randomisation: mean Spearman vs the trained {model}, "
+                f"{rows['image'].nunique()} images; steps: {steps}")]
+    fig = plots.sanity_figure(summary, steps)
+    paths += plots.save(fig, "sanity_cascading_randomization", figures)
+    plt.close(fig)
+    return paths, fig

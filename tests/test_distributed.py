@@ -29,7 +29,8 @@ from paperlib import distributed
 from paperlib.store import ResultsStore
 
 ARGS = ["--n-images", "8", "--methods", "gradcam", "xgradcam", "--curve-steps", "2",
-        "--batch-size", "2", "--model", "efficientnet_lite0", "--no-progress"]
+        "--batch-size", "2", "--model", "efficientnet_lite0", "--no-progress",
+        "--untrained-seeds", "0", "--no-protocol"]  # the studies: tests/test_outputs.py
 TABLES = ["table3.csv", "table4.csv", "deletion_insertion.csv"]
 REPO = Path(__file__).resolve().parent.parent
 #: Seconds a run may take before the test fails: only a hang takes this long (one run takes
@@ -140,7 +141,8 @@ def test_two_processes_write_the_same_tables_as_one(reference, data_dir, tmp_pat
     out, logs = tmp_path / "two", tmp_path / "logs"
     run = subprocess.run(_evaluate(out, logs), env=_env(data_dir), cwd=REPO,
                          capture_output=True, text=True, timeout=TIMEOUT)
-    assert "2 process(es)" in _check_ranks(run, logs)
+    stdout = _check_ranks(run, logs)
+    assert "2 process(es)" in stdout
     assert _rank_log(logs, 1) == ""                                  # rank 0 alone reports
     for name in TABLES:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
@@ -151,8 +153,9 @@ def test_two_processes_write_the_same_tables_as_one(reference, data_dir, tmp_pat
     assert [(b["rank"], b["world_size"], b["n_images"]) for b in batches] == [
         (0, 2, 2), (1, 2, 2), (0, 2, 2), (1, 2, 2)]                   # batch r::2 on rank r
     assert not (out / "cache" / "eval.shards").exists()              # merged and removed
+    assert f"run {key}); wrote" in stdout
     split = json.loads((out / "eval_split.json").read_text())
-    assert split["run"] == key and len(split["files"]) == 8
+    assert split["split"] == "eval: class index = 2 (mod 4)" and len(split["files"]) == 8
 
 
 def _rank_pid(parent: int, rank: int) -> int | None:

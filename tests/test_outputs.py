@@ -1,0 +1,162 @@
+"""The one writer of an evaluation's files (:mod:`paperlib.outputs`): ``paperlib evaluate`` and
+notebook 04's path write the same files, with one ``eval_split.json``
+schema; a claim-matrix cell writes the committed cell's file set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from paperlib import cli as paperlib_cli
+from paperlib import notebook, outputs
+
+REPO = Path(__file__).resolve().parent.parent
+METHODS = ["gradcam", "xgradcam", "attention-fixed"]   # two baselines and a variant
+PARAMS = {"model_name": "efficientnet_lite0", "device": "cpu", "seed": 0, "n_images": 4,
+          "methods": METHODS, "curve_steps": 2, "batch_size": 4, "split": None}
+
+TABLES = ["table3", "table4", "table4_trend", "table4_scale", "deletion_insertion", "wilcoxon",
+          "claims", "power", "untrained_seeds", "protocol", "protocol_verdicts"]
+#: Every file of a full write (tables in three formats), and the claims heat map.
+FILES = sorted([f"{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
+               + ["table4_scale_verdict.txt", "eval_speed.json", "eval_split.json"])
+FIGURES = ["claims_heatmap.pdf", "claims_heatmap.png"]
+SPLIT_KEYS = ["split", "attention-trained trained on", "overlap with the training images",
+              "files"]
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def written(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The evaluation command's folder, and notebook 04's writer run on the same store into
+    other folders: (evaluate's folder, the notebook's results, its figures, its EvalRun,
+    its Outputs)."""
+    root = tmp_path_factory.mktemp("outputs")
+    cli = root / "cli"
+    assert paperlib_cli.main(["evaluate", "--model", "efficientnet_lite0", "--device", "cpu",
+                              "--n-images", "4", "--methods", *METHODS, "--curve-steps", "2",
+                              "--batch-size", "4", "--untrained-seeds", "1", "--no-progress",
+                              "--data-dir", str(data_dir), "--out", str(cli)]) == 0
+    nb_results, nb_figures = root / "nb-results", root / "nb-figures"
+    run = notebook.open_evaluation({**PARAMS, "data_dir": str(data_dir), "output_dir": str(cli),
+                                    "figures_dir": str(nb_figures)})
+    studies = outputs.run_studies(run.black_box, run.dataset, run.settings, str(cli),
+                                  untrained_seeds=1, protocol_study=True, progress=False)
+    out = outputs.write_evaluation(run.evaluation, nb_results, run.where, figures=run.figures,
+                                   studies=studies)
+    return cli, nb_results, nb_figures, run, out
+
+
+def test_the_command_and_the_notebook_write_the_same_files(written):
+    cli, nb_results, nb_figures, _, out = written
+    assert _names(cli) == sorted(FILES + FIGURES)
+    assert _names(nb_results) == FILES
+    assert _names(nb_figures) == FIGURES
+    assert sorted(p.name for p in out.paths) == sorted(FILES + FIGURES)
+    assert sorted(out.tables) == sorted(TABLES)
+    # same numbers (the CSVs carry no caption; Markdown / LaTeX differ only in `where`)
+    for table in TABLES:
+        name = f"{table}.csv"
+        assert (cli / name).read_bytes() == (nb_results / name).read_bytes(), name
+    assert ((cli / "table4_scale_verdict.txt").read_text()
+            == (nb_results / "table4_scale_verdict.txt").read_text() == out.scale_verdict + "\n")
+
+
+def test_one_eval_split_schema(written, sample_dataset):
+    cli, nb_results, _, run, out = written
+    a = json.loads((cli / "eval_split.json").read_text())
+    b = json.loads((nb_results / "eval_split.json").read_text())
+    committed = json.loads((REPO / "results" / "eval_split.json").read_text())
+    assert list(a) == list(b) == list(committed) == SPLIT_KEYS
+    assert a == b == out.split
+    assert a["split"] == "eval: class index = 2 (mod 4)" == committed["split"]
+    assert a["overlap with the training images"] == "no image"
+    assert a["files"] == sorted(sample_dataset.split("eval").subset(4).files)
+    assert len(a["files"]) == 4 and run.frame["file"].nunique() == 4
+
+
+def test_the_studies_tables(written):
+    _, _, _, run, out = written
+    sweep = out.tables["untrained_seeds"]
+    assert list(sweep["init"].unique()) == ["pytorch", "cbam-reference"]
+    assert sweep["seeds"].tolist() == [1] * 6
+    means = out.tables["protocol"]
+    assert len(means) == 4 * 2 * len(METHODS)        # fills x targets x methods
+    assert set(means["n_images"]) == {4}
+    verdicts = out.tables["protocol_verdicts"]
+    assert set(verdicts["variant"]) == {"attention-fixed"}
+    assert set(verdicts["baseline"]) == {"gradcam", "xgradcam"}
+    speed = json.loads((written[0] / "eval_speed.json").read_text())
+    assert speed["images"] == 4 and out.speed == run.evaluation.speed()
+
+
+def test_a_matrix_cell_writes_the_committed_cells_files(written, tmp_path):
+    _, _, _, run, _ = written
+    cell = outputs.write_evaluation(run.evaluation, tmp_path / "cell", run.where,
+                                    groups=outputs.CELL_GROUPS)
+    committed = _names(REPO / "results" / "matrix" / "efficientnet_lite0_last")
+    assert _names(tmp_path / "cell") == committed
+    assert cell.claims_figure is None and "power" not in cell.tables
+
+
+def test_bad_options_name_the_value(written, tmp_path):
+    _, _, _, run, _ = written
+    with pytest.raises(ValueError, match=r"unknown output group\(s\) \['tables'\]"):
+        outputs.write_evaluation(run.evaluation, tmp_path, run.where, groups=["tables"])
+    with pytest.raises(ValueError, match="untrained_seeds must be a count >= 0 or None, got -2"):
+        outputs.run_studies(run.black_box, run.dataset, run.settings, untrained_seeds=-2)
+    with pytest.raises(SystemExit):
+        paperlib_cli.build_parser(["evaluate"]).parse_args(["evaluate", "--untrained-seeds",
+                                                            "some"])
+
+
+def test_split_record_for_each_split():
+    assert outputs.split_record("train", ["b", "a"]) == {
+        "split": "train: class index = 0 (mod 4)",
+        "attention-trained trained on": "class index = 0 (mod 4)",
+        "overlap with the training images": "these images include the module's training images",
+        "files": ["a", "b"]}
+    assert outputs.split_record("all", [])["split"] == "all: every image of the folder"
+
+
+def test_figure_masks_keep_exactly_the_top_pixels():
+    import torch
+
+    from paperlib import plots
+
+    maps = torch.arange(2 * 4 * 5, dtype=torch.float32).reshape(2, 4, 5)
+    maps[1] = maps[1].flip(-1)
+    keep = plots.top_masks(maps, 25)                 # 25% of 20 pixels: 5
+    assert keep.shape == (2, 4, 5) and keep.flatten(1).sum(1).tolist() == [5, 5]
+    assert keep[0, 3].tolist() == [1, 1, 1, 1, 1]    # the five largest values: the last row
+    assert keep[1, 3].tolist() == [1, 1, 1, 1, 1]
+
+
+def test_the_sanity_files(tmp_path):
+    import pandas as pd
+
+    from paperlib import sanity
+
+    rows = pd.DataFrame([{"step": s, "randomized": r, "method": m, "image": i, "spearman": v,
+                          "constant_map": False}
+                         for s, r in ((1, "classifier"), (2, "conv_head+bn2"))
+                         for m, v in (("gradcam", 0.1 / s), ("fake", 0.9))
+                         for i in range(3)])
+    summary = sanity.summarize(rows)
+    paths, fig = sanity.write_sanity(rows, summary, "toy", tmp_path / "r", tmp_path / "f")
+    assert [p.name for p in paths] == [
+        "sanity_rows.csv", "sanity.csv", "sanity.md", "sanity.tex",
+        "sanity_cascading_randomization.png", "sanity_cascading_randomization.pdf"]
+    assert (tmp_path / "r" / "sanity.md").read_text().splitlines()[0] == (
+        "Cascading randomisation: mean Spearman vs the trained toy, 3 images; steps: "
+        "['classifier', 'conv_head+bn2']")
+    table = pd.read_csv(tmp_path / "r" / "sanity.csv")
+    assert table["method"].tolist() == ["fake", "gradcam"]
+    assert table["step2"].tolist() == [0.9, 0.05] and table["flagged"].tolist() == [True, False]
+    assert len(pd.read_csv(tmp_path / "r" / "sanity_rows.csv")) == 12
+    assert fig is not None
