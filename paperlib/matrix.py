@@ -169,7 +169,7 @@ def _cell_columns(matrix: pd.DataFrame) -> list[str]:
 
 
 def holds(matrix: pd.DataFrame, metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
-    """Per variant and cell: does the paper's claim hold (:func:`paperlib.tables.claim_holds`:
+    """Per variant and cell: does the paper's claim hold (:func:`paperlib.verdicts.claim_holds`:
     *better* than every baseline on every one of ``metrics``, Average Drop and % Increase)? Rows
     variant, columns the cells, values True / False (NaN where the cell lacks the variant)."""
     out = {}

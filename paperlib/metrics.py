@@ -78,6 +78,7 @@ __all__ = [
     "image_rows",
     "increase",
     "increase_terms",
+    "readout_facts",
     "register_readout",
     "score_inputs",
     "unregister_readout",
@@ -606,6 +607,17 @@ register_readout(TopK())
 register_readout(Curves())
 #: The kit's own read-outs (a results key names the read-outs only when they differ).
 KIT_READOUTS = tuple(READOUTS)
+
+def readout_facts(config: MetricConfig | None = None) -> list[dict[str, Any]]:
+    """The registered read-outs as data, for readers without torch (the reports, which read them
+    from :data:`paperlib.report.READOUTS_FILE` beside a run's tables): per record its
+    name, label, whether it is one of the kit's, and each column's name, label, direction
+    (-1 lower is better, +1 higher, 0 neither), claim flag and table, under ``config``."""
+    cfg = config or MetricConfig()
+    return [{"name": name, "label": r.label, "kit": name in KIT_READOUTS,
+             "columns": [{"name": c.name, "label": c.label, "direction": c.direction,
+                          "claim": c.claim, "table": c.table} for c in r.columns(cfg)]}
+            for name, r in READOUTS.items()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ group             files
 ``table4``        ``table4``, ``table4_trend`` (when the run has Grad-CAM)
 ``table4_scale``  ``table4_scale`` (when a method has a paper column), its ``_verdict.txt``
 ``curves``        ``deletion_insertion`` (when the run has curves)
+``readouts``      ``readouts.json`` (the run's read-out records as data, which the reports read:
+                  :func:`paperlib.metrics.readout_facts`) and a ``readout_<name>`` table for
+                  each registered read-out beyond the kit's three (:func:`tables.readout_table`)
 ``claims``        ``wilcoxon``, ``claims`` (when the run has a baseline and a variant)
 ``power``         ``power`` (same condition)
 ``run``           ``eval_speed.json``, ``eval_split.json`` (:func:`split_record`)
@@ -37,13 +40,15 @@ import pandas as pd
 from . import plots, power, protocol, tables
 from .data import SPLITS, ImageDataset
 from .evaluation import EvalSettings, Evaluation, paper_baselines, variants
+from .metrics import readout_facts
 from .models import BlackBox
+from .report import READOUTS_FILE, readout_table_name
 
 __all__ = ["CELL_GROUPS", "GROUPS", "Outputs", "Studies", "run_studies", "split_description",
            "split_record", "write_evaluation"]
 
 #: Every file group :func:`write_evaluation` knows, in the order it writes them.
-GROUPS = ("table3", "table4", "table4_scale", "curves", "claims", "power", "run")
+GROUPS = ("table3", "table4", "table4_scale", "curves", "readouts", "claims", "power", "run")
 #: The groups a claim-matrix cell writes (:func:`paperlib.matrix.run_cell`).
 CELL_GROUPS = ("table3", "table4", "curves", "claims", "run")
 
@@ -156,6 +161,18 @@ def _curves(ev: Evaluation, out: Path, where: str, written: Outputs) -> None:
                       f"Deletion AUC (lower is better), insertion AUC (higher is better); {where}")
 
 
+def _readouts(ev: Evaluation, out: Path, where: str, written: Outputs) -> None:
+    s = ev.settings
+    facts = readout_facts(s.metrics)
+    written.text(out / READOUTS_FILE, json.dumps({"readouts": facts}, indent=1) + "\n")
+    for r in facts:
+        if not r["kit"]:
+            frame = tables.readout_table(ev.frame, list(s.methods), r["name"], s.metrics,
+                                         seed=s.seed)
+            written.table(readout_table_name(r["name"]), frame, out,
+                          f"{r['label']}: {where}; 95% bootstrap intervals")
+
+
 def _claims(ev: Evaluation, out: Path, where: str, figures: Path | None,
             written: Outputs) -> None:
     columns = [c for c in tables.CLAIMS if c in ev.frame.columns]
@@ -235,6 +252,8 @@ def write_evaluation(evaluation: Evaluation, out: str | Path, where: str, *,
             _table4_scale(t4, evaluation, out, where, written)
     if "curves" in groups:
         _curves(evaluation, out, where, written)
+    if "readouts" in groups:
+        _readouts(evaluation, out, where, written)
     if "claims" in groups:
         _claims(evaluation, out, where, figures, written)
     if "power" in groups:

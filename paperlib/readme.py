@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 from .paths import REPO_ROOT, results_dir
-from .report import LEVEL, PLACEHOLDER, blocks, render
+from .report import LEVEL, PLACEHOLDER, blocks, extra_readouts, readout_table_name, render
 
-__all__ = ["SECTIONS", "main", "replace_blocks", "results_markdown", "stale", "update",
-           "write_results"]
+__all__ = ["SECTIONS", "main", "replace_blocks", "results_markdown", "sections", "stale",
+           "update", "write_results"]
 
 #: RESULTS.md: (heading, blocks shown under it, in order).
 SECTIONS = [
@@ -46,9 +46,19 @@ SECTIONS = [
 ]
 
 
+def sections(results: Path) -> list[tuple[str, list[str]]]:
+    """:data:`SECTIONS`, and after deletion / insertion one section per read-out beyond the kit's
+    own that the run in ``results`` recorded (a registered read-out reaches RESULTS.md)."""
+    out = list(SECTIONS)
+    at = [names for _, names in out].index(["curves"]) + 1
+    out[at:at] = [(f"Read-out — {r['label']}", [readout_table_name(r["name"])])
+                  for r in extra_readouts(results)]
+    return out
+
+
 def results_markdown(results: Path) -> str:
     """The whole of ``RESULTS.md`` for the files in ``results``."""
-    text = render("RESULTS.md.j2", sections=SECTIONS, content=blocks(results),
+    text = render("RESULTS.md.j2", sections=sections(results), content=blocks(results),
                   placeholder=PLACEHOLDER, level=LEVEL)
     return text.rstrip("\n") + "\n"
 

@@ -26,9 +26,10 @@ from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .paths import PACKAGE_DIR, REPO_ROOT
 from .schema import READOUTS, SOFT, drop
 from .stats import bootstrap_ci
-from .verdicts import ALPHA, CLAIMS, HEADLINE, VERDICTS, claim_holds, tally_verdicts
+from .verdicts import ALPHA, HEADLINE, VERDICTS, claim_holds, tally_verdicts
 
-__all__ = ["LEVEL", "PER_IMAGE", "PLACEHOLDER", "TIE_TOLERANCE", "blocks", "claim_facts",
+__all__ = ["LEVEL", "PER_IMAGE", "PLACEHOLDER", "READOUTS_FILE", "TIE_TOLERANCE", "blocks",
+           "claim_columns", "claim_facts", "extra_readouts", "readout_facts", "readout_table_name",
            "closest_to_paper", "facts", "findings", "power_facts", "precision_facts", "render",
            "sanity_facts", "tie_groups", "trend_ranking", "verdict_rows"]
 
@@ -378,11 +379,30 @@ def _p(p: float) -> str:
     return "n/a" if pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+#: The run's read-outs as data (:func:`paperlib.metrics.readout_facts`, written beside the tables
+#: by :mod:`paperlib.outputs`): the report's source of column labels and claim directions.
+READOUTS_FILE = "readouts.json"
+
+
+def readout_facts(results: Path) -> list[dict[str, Any]] | None:
+    """The read-outs of the run in ``results`` (``None`` when it did not record them)."""
+    text = _read(results / READOUTS_FILE)
+    return json.loads(text)["readouts"] if text else None
+
+
+def claim_columns(readouts: Sequence[dict[str, Any]]) -> dict[str, tuple[str, int]]:
+    """``{column: (label, direction)}`` of the claim columns of ``readouts``."""
+    return {c["name"]: (c["label"], c["direction"]) for r in readouts for c in r["columns"]
+            if c["claim"]}
+
+
 def _wilcoxon(results: Path) -> dict[str, Any] | None:
     wt = _csv(results / "wilcoxon.csv")
-    if wt is None:
+    readouts = readout_facts(results)
+    if wt is None or readouts is None:
         return None
-    labels = {m: CLAIMS[m][0] if m in CLAIMS else m for m in _ordered(wt["metric"])}
+    claims = claim_columns(readouts)
+    labels = {m: claims[m][0] if m in claims else m for m in _ordered(wt["metric"])}
     rows = []
     for v in _ordered(wt["variant"]):
         for b in _ordered(wt["baseline"]):
@@ -395,8 +415,8 @@ def _wilcoxon(results: Path) -> dict[str, Any] | None:
             rows.append(row)
     return {"caption": _caption(results, "wilcoxon"), "table": pd.DataFrame(rows).fillna(""),
             "tests": len(wt),
-            "lower": [CLAIMS[m][0] for m in labels if m in CLAIMS and CLAIMS[m][1] < 0],
-            "higher": [CLAIMS[m][0] for m in labels if m in CLAIMS and CLAIMS[m][1] > 0]}
+            "lower": [claims[m][0] for m in labels if m in claims and claims[m][1] < 0],
+            "higher": [claims[m][0] for m in labels if m in claims and claims[m][1] > 0]}
 
 
 def _run(results: Path) -> dict[str, Any] | None:
@@ -484,4 +504,16 @@ def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
             f = computed[name]
             text = render(f"blocks/{name}.md.j2", f=f) if f is not None else ""
             out[name] = text.rstrip("\n") or None
+    for r in extra_readouts(results):
+        out[readout_table_name(r["name"])] = _file_md(results, readout_table_name(r["name"]))
     return out
+
+
+def readout_table_name(readout: str) -> str:
+    """The table file (without extension) of a read-out beyond the kit's own three."""
+    return f"readout_{readout}"
+
+
+def extra_readouts(results: Path) -> list[dict[str, Any]]:
+    """The run's read-outs beyond the kit's own (each has its own table and RESULTS.md section)."""
+    return [r for r in readout_facts(results) or [] if not r["kit"]]

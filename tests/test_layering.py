@@ -43,8 +43,8 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # what is computed from the rows: tables, the sanity check, figures, Table 2; the reports'
     # facts and their templates (torch-free: it imports only L0 modules)
     5: ("tables", "sanity", "plots", "model_selection", "report"),
-    # studies over whole evaluations
-    6: ("precision", "protocol", "attention_training"),
+    # studies over whole evaluations, and the one writer of an evaluation's files (it runs two)
+    6: ("precision", "protocol", "attention_training", "outputs"),
     # entry points: command lines, notebooks' helpers, the README, downloads. matrix is a study
     # (L6 by its job) but imports evaluate.write_tables (the evaluation's output writer) and its
     # main() refreshes the README (readme.main), so it sits with the entry points

@@ -21,7 +21,8 @@ TABLES = ["table3", "table4", "table4_trend", "table4_scale", "deletion_insertio
           "claims", "power", "untrained_seeds", "protocol", "protocol_verdicts"]
 #: Every file of a full write (tables in three formats), and the claims heat map.
 FILES = sorted([f"{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
-               + ["table4_scale_verdict.txt", "eval_speed.json", "eval_split.json"])
+               + ["table4_scale_verdict.txt", "eval_speed.json", "eval_split.json",
+                  "readouts.json"])
 FIGURES = ["claims_heatmap.pdf", "claims_heatmap.png"]
 SPLIT_KEYS = ["split", "attention-trained trained on", "overlap with the training images",
               "files"]

@@ -91,7 +91,7 @@ def test_default_fp32_path_is_the_plain_forward(lite0, lite0_batch, monkeypatch)
     def refuse(*args, **kwargs):
         raise AssertionError("the default path must not go through fast_probabilities")
 
-    monkeypatch.setattr(precision, "fast_probabilities", refuse)  # metrics imports it on use
+    monkeypatch.setattr(metrics, "fast_probabilities", refuse)
     x = lite0_batch.images[:2]
     maps = {"ramp": _maps(lite0_batch)["ramp"]}
     with torch.no_grad():

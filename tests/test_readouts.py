@@ -5,6 +5,7 @@ the settings' fields, and a fill may be a value or a callable."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,8 @@ import pytest
 import torch
 
 import paperlib
-from paperlib import evaluation, metrics, precision, schema, tables
+from paperlib import evaluation, metrics, outputs, precision, readme, schema, tables
+from paperlib.blackbox import BlackBox
 from paperlib.masking import (
     blurred,
     fill_images,
@@ -26,7 +28,7 @@ from paperlib.masking import (
     pixel_ranks,
 )
 from paperlib.metrics import Column, MetricConfig, Readout, register_readout, unregister_readout
-from paperlib.models import BlackBox
+from paperlib.verdicts import HEADLINE, VERDICTS
 
 # ---------------------------------------------------------------------------------------------
 # The reference: evaluate_batch and image_rows as they were before the read-out records
@@ -274,8 +276,8 @@ def test_a_toy_readout_flows_through_rows_a_table_and_the_claim_check(toy_readou
     assert metrics.READOUTS[toy_readout].doc.startswith("Toy: Average Drop of the top-3% mask")
     assert tables.CLAIMS["drop_toy"] == ("Average Drop, top 3% on grey", -1)
     settings = evaluation.EvalSettings.from_parameters(dict(
-        methods=("gradcam", "gradcampp"), n_images=4, curve_steps=0, fractions=(20,),
-        batch_size=4))
+        methods=("gradcam", "gradcampp", "attention-fixed"), n_images=4, curve_steps=0,
+        fractions=(20,), batch_size=4))
     assert settings.key()["metrics"]["readouts"] == ["soft", "top", "curves", "toy-grey-top3"]
     run = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False)
     frame = run.frame
@@ -306,8 +308,20 @@ def test_a_toy_readout_flows_through_rows_a_table_and_the_claim_check(toy_readou
     wt = tables.wilcoxon_table(frame, ["gradcam"], ["gradcampp"], columns=["drop_toy"])
     claims = tables.claim_check(wt)
     assert claims["metric"].tolist() == ["Average Drop, top 3% on grey"]
-    assert claims["verdict"].iloc[0] in tables.VERDICTS
+    assert claims["verdict"].iloc[0] in VERDICTS
     assert precision.per_column((20,), False)["drop_toy"] == ("toy", 1.0)
+    # the one writer and RESULTS.md: the toy's table, its own section, its claim in the tests
+    out = tmp_path / "tables"
+    written = outputs.write_evaluation(run, out, "toy run", groups=("table3", "readouts", "claims"))
+    assert "readout_toy-grey-top3" in written.tables
+    facts = json.loads((out / "readouts.json").read_text())["readouts"]
+    assert [r["name"] for r in facts if not r["kit"]] == [toy_readout]
+    wt_written = pd.read_csv(out / "wilcoxon.csv")
+    assert "drop_toy" in set(wt_written["metric"])
+    page = readme.results_markdown(out)
+    assert "## Read-out — toy: top 3% on grey" in page
+    assert "Average Drop, top 3% on grey" in page       # the Wilcoxon block's column label
+    assert page.index("## Read-out — toy") < page.index("## The paper's claims")
 
 
 def test_unregistering_the_toy_leaves_the_kit_as_it_was(toy_readout):
@@ -373,11 +387,11 @@ def test_the_records_declare_todays_columns_claims_and_cells():
         "insertion_auc": ("insertion AUC", +1)}
     assert list(tables.CLAIMS) == ["drop_soft", "increase_soft", "drop_top20", "deletion_auc",
                                    "insertion_auc"]
-    assert tables.HEADLINE == ("Average Drop", "% Increase")
+    assert HEADLINE == tuple(c.label for c in metrics.SoftMap.COLUMNS if c.claim)
     directions = {c.name: c.direction for c in cfg.columns()}
     assert (directions["drop_top5"], directions["increase_top5"], directions["agree_top5"],
             directions["O_top5"], directions["del_1"]) == (-1, +1, +1, 0, 0)
-    from paperlib.cli import readout_columns
+    from paperlib.explain_files import readout_columns
 
     assert readout_columns(cfg) == cols[6:19]
     assert list(precision.per_column((5, 20), True).items()) == [

@@ -145,7 +145,8 @@ def test_readme_check_imports_no_torch() -> None:
 
 def test_headline_labels_are_the_claims() -> None:
     from paperlib import schema
-    from paperlib.verdicts import CLAIMS, HEADLINE
+    from paperlib.tables import CLAIMS
+    from paperlib.verdicts import HEADLINE
 
     assert HEADLINE == (CLAIMS[schema.drop(schema.SOFT)][0],
                         CLAIMS[schema.increase(schema.SOFT)][0])

@@ -17,7 +17,7 @@ from torch import nn
 from torchvision import transforms as T
 
 import paperlib
-from paperlib import cam, cli, matrix, sanity
+from paperlib import cam, explain_files, matrix, sanity
 from paperlib.attention import CHECKPOINT_DIR
 from paperlib.blackbox import BlackBox, BlackBoxSpec
 from paperlib.fingerprint import code_fingerprint
@@ -204,15 +204,16 @@ def test_methods_declare_their_files(toy):
     assert code_fingerprint(*cam.method_files(["attention-trained"], bb)) == \
         code_fingerprint(expected)
     # the command line leaves a method out (or runs its fallback) by its record, not its name
-    methods, notes = cli.choose_methods(None, bb, cam.ExplainOptions())
+    methods, notes = explain_files.choose_methods(None, bb, cam.ExplainOptions())
     assert "attention-trained" not in methods and "attention-per-image" in methods
     assert notes[0].startswith("attention-trained left out: it needs a trained attention "
                                f"checkpoint for toy (net.features), none at {expected}; pass "
                                "checkpoint=FILE (--checkpoint FILE)")
     assert notes[1] == (f"attention-per-image: a trained attention checkpoint is missing "
                         f"({expected}); it starts from a seeded random initialisation")
-    with pytest.raises(cli.UsageError, match="attention-trained needs a trained attention "
-                                             "checkpoint for toy \\(net.features\\); none at"):
-        cli.choose_methods(["attention-trained"], bb, cam.ExplainOptions())
+    with pytest.raises(explain_files.UsageError,
+                       match="attention-trained needs a trained attention checkpoint for toy "
+                             "\\(net.features\\); none at"):
+        explain_files.choose_methods(["attention-trained"], bb, cam.ExplainOptions())
     with pytest.raises(TypeError, match="files of 'x' must be a MethodFiles"):
         cam.register_method("x", label="x", files="ckpt.pt")  # type: ignore[arg-type]
