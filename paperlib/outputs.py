@@ -1,4 +1,4 @@
-"""The one writer of an evaluation's files: notebook 04, ``python -m paperlib.evaluate`` and the
+"""The one writer of an evaluation's files: notebook 04, ``paperlib evaluate`` and the
 claim matrix's cells all write through :func:`write_evaluation`.
 
 Files (``out`` is the results folder; tables as CSV / Markdown / LaTeX, :func:`tables.write_table`),
