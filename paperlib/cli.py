@@ -60,40 +60,30 @@ class Parser(argparse.ArgumentParser):
 # Value types and the flags several commands share
 
 
-def n_images(text: str) -> int | None:
-    """``--n-images``: a positive number, or ``all`` (None: every image)."""
-    if text.lower() == "all":
-        return None
+def _whole(text: str, low: int, expected: str) -> int:
+    """``text`` as a whole number >= ``low``, else the argparse error naming what was expected."""
     try:
         n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}"
-                                         ) from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {n}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if n < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {n}")
     return n
+
+
+def n_images(text: str) -> int | None:
+    """``--n-images``: a positive number, or ``all`` (None: every image)."""
+    return None if text.lower() == "all" else _whole(text, 1, "a positive integer or 'all'")
 
 
 def positive_int(text: str) -> int:
     """A number >= 1 (``--batch-size``, ``--epochs``...)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
-    return n
+    return _whole(text, 1, "a positive integer")
 
 
 def _count(text: str) -> int:
     """A number >= 0 (``--untrained-seeds``)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {n}")
-    return n
+    return _whole(text, 0, "a count >= 0")
 
 
 def _model(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
