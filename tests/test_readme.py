@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from paperlib import readme, report
+from paperlib.metrics import readout_facts
 from paperlib.readme import replace_blocks, results_markdown, update
-from paperlib.report import PLACEHOLDER
+from paperlib.report import PLACEHOLDER, READOUTS_FILE
 from paperlib.schema import READOUTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -211,6 +212,7 @@ def _write_results(folder: Path) -> Path:
                   "statistic": [5496.0, 81.0, 6155.0], "p": [1e-7, 0.006, 3e-6],
                   "p_holm": [3.7e-6, 0.1208, 9.2e-5]}).to_csv(folder / "wilcoxon.csv", index=False)
     (folder / "wilcoxon.md").write_text("Paired Wilcoxon tests; tiny\n\n| m |\n|---|\n")
+    (folder / READOUTS_FILE).write_text(json.dumps({"readouts": readout_facts()}))
     (folder / "reproduce_summary.json").write_text(json.dumps(
         {"finished": "2026-01-01 00:00:00", "torch": "2.0", "threads": 2, "cuda": None,
          "machine": "x86_64", "total_seconds": 600.0,
