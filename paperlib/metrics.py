@@ -72,9 +72,11 @@ __all__ = [
     "TopK",
     "TopOptions",
     "average_drop",
+    "average_gain",
     "curve_auc",
     "drop_terms",
     "evaluate_batch",
+    "gain_terms",
     "image_rows",
     "increase",
     "increase_terms",
@@ -102,6 +104,21 @@ def increase_terms(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -
     return 100.0 * (Y < O).astype(np.float64)
 
 
+def gain_terms(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Average Gain's per-image term: max(0, O - Y) / (1 - Y) * 100, in float64.
+
+    Average Gain (Zhang et al., "Opti-CAM: Optimizing saliency maps for interpretability",
+    CVIU 248, 2024, Sec. 5) is Average Drop's counterpart: the gain in the target's probability
+    that the masked image brings, relative to the room left above Y. A map that keeps the whole
+    image (Fake-CAM) has O close to Y and a gain close to 0. Y = 1 (no room) gives 0.
+    """
+    Y, O = np.asarray(Y, dtype=np.float64), np.asarray(O, dtype=np.float64)
+    room = 1.0 - Y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(room > 0, np.maximum(0.0, O - Y) / np.where(room > 0, room, 1.0), 0.0)
+    return out * 100.0
+
+
 def average_drop(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
     """Eq. 8: mean(max(0, Y - O) / Y) * 100 (the mean of :func:`drop_terms`)."""
     return float(np.mean(drop_terms(Y, O)))
@@ -110,6 +127,11 @@ def average_drop(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> 
 def increase(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
     """Eq. 9: mean(1[Y < O]) * 100 (the mean of :func:`increase_terms`)."""
     return float(np.mean(increase_terms(Y, O)))
+
+
+def average_gain(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
+    """Average Gain: mean(max(0, O - Y) / (1 - Y)) * 100 (the mean of :func:`gain_terms`)."""
+    return float(np.mean(gain_terms(Y, O)))
 
 
 def curve_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
@@ -276,6 +298,8 @@ class Column:
             a curve's points); the precision study groups by it.
         scale: the table shows the mean times this (probabilities as percentages).
         cell: the table's name for the cell (default: the column's name).
+        verdict: the verdict (the control check, the agreement between metrics, the README)
+            shows it beside the claims; every claim column is shown (needs a direction).
     """
 
     name: str
@@ -286,13 +310,15 @@ class Column:
     table: str | None = None
     scale: float = 1.0
     cell: str | None = None
+    verdict: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in (LOWER, HIGHER, NEITHER):
             raise ValueError(f"direction of column {self.name!r} must be -1, +1 or 0, got "
                              f"{self.direction!r}")
-        if self.claim and not self.direction:
-            raise ValueError(f"claim column {self.name!r} needs a direction (-1 or +1)")
+        if (self.claim or self.verdict) and not self.direction:
+            raise ValueError(f"claim or verdict column {self.name!r} needs a direction "
+                             "(-1 or +1)")
 
     @property
     def cell_name(self) -> str:
@@ -423,7 +449,9 @@ def _o_drop_increase(tag: str, what: str, table: str, scale: float = 1.0,
     return [Column(schema.score(tag), f"mean O, {what}", table=table, scale=scale),
             Column(schema.drop(tag), f"Average Drop, {what}", LOWER, claim=claim_drop,
                    table=table),
-            Column(schema.increase(tag), f"% Increase, {what}", HIGHER, table=table)]
+            Column(schema.increase(tag), f"% Increase, {what}", HIGHER, table=table),
+            Column(schema.gain(tag), f"Average Gain, {what}", HIGHER, table=table,
+                   verdict=claim_drop)]
 
 
 class SoftMap(Readout):
@@ -431,7 +459,9 @@ class SoftMap(Readout):
 
     Per image: O_soft = p(target | x * M + fill * (1 - M)); drop_soft = max(0, Y - O) / Y * 100
     (Average Drop, Eq. 8, Chattopadhyay et al. 2018) and increase_soft = 1[Y < O] * 100
-    (% Increase, Eq. 9); the table's cells are their means over images.
+    (% Increase, Eq. 9) and gain_soft = max(0, O - Y) / (1 - Y) * 100 (Average Gain, Zhang et
+    al. 2024: the counterpart that a map keeping the whole image fails); the table's cells are
+    their means over images.
     """
 
     name = "soft"
@@ -441,7 +471,9 @@ class SoftMap(Readout):
                Column(schema.drop(schema.SOFT), "Average Drop", LOWER, claim=True,
                       table="Table 3", cell="avg_drop"),
                Column(schema.increase(schema.SOFT), "% Increase", HIGHER, claim=True,
-                      table="Table 3", cell="increase"))
+                      table="Table 3", cell="increase"),
+               Column(schema.gain(schema.SOFT), "Average Gain", HIGHER, table="Table 3",
+                      cell="avg_gain", verdict=True))
 
     def columns(self, config: MetricConfig) -> list[Column]:
         return list(self.COLUMNS)
@@ -465,7 +497,7 @@ class SoftMap(Readout):
 def _terms(Y: np.ndarray, r: Mapping[str, np.ndarray], tag: str) -> dict[str, np.ndarray]:
     O = r[schema.score(tag)]
     return {schema.score(tag): O, schema.drop(tag): drop_terms(Y, O),
-            schema.increase(tag): increase_terms(Y, O)}
+            schema.increase(tag): increase_terms(Y, O), schema.gain(tag): gain_terms(Y, O)}
 
 
 class TopK(Readout):
@@ -474,7 +506,8 @@ class TopK(Readout):
 
     ``round(k/100 * H*W)`` pixels are kept; ties are broken by pixel index (row-major, lower
     first). Per image and k: O_top<k>, drop_top<k> (Eq. 8's term), increase_top<k> (Eq. 9's
-    term) and agree_top<k> = 100 * 1[argmax p(. | E) = target] (top-1 agreement).
+    term), gain_top<k> (Average Gain's term, :func:`gain_terms`) and
+    agree_top<k> = 100 * 1[argmax p(. | E) = target] (top-1 agreement).
     """
 
     name = "top"
@@ -491,10 +524,13 @@ class TopK(Readout):
         return cols
 
     def cells(self, config: MetricConfig) -> list[Column]:
-        """Table 4's order: read-out by read-out (:data:`paperlib.schema.READOUTS`), k by k."""
+        """Table 4's order: read-out by read-out (:data:`paperlib.schema.READOUTS`, Average
+        Gain after % Increase), k by k."""
         by_name = {c.name: c for c in self.columns(config)}
-        return [by_name[schema.readout(prefix, k)] for prefix in schema.READOUTS
-                for k in config.fractions]
+        names = [[schema.readout(prefix, k) for k in config.fractions]
+                 for prefix in schema.READOUTS]
+        names.insert(3, [schema.gain(schema.top(k)) for k in config.fractions])
+        return [by_name[n] for group in names for n in group]
 
     def copies(self, config: MetricConfig) -> Sequence[Hashable]:
         return tuple(config.fractions)
@@ -616,7 +652,8 @@ def readout_facts(config: MetricConfig | None = None) -> list[dict[str, Any]]:
     cfg = config or MetricConfig()
     return [{"name": name, "label": r.label, "kit": name in KIT_READOUTS,
              "columns": [{"name": c.name, "label": c.label, "direction": c.direction,
-                          "claim": c.claim, "table": c.table} for c in r.columns(cfg)]}
+                          "claim": c.claim, "verdict": c.claim or c.verdict,
+                          "table": c.table} for c in r.columns(cfg)]}
             for name, r in READOUTS.items()]
 
 

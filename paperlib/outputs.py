@@ -15,6 +15,8 @@ group             files
                   :func:`paperlib.metrics.readout_facts`) and a ``readout_<name>`` table for
                   each registered read-out beyond the kit's three (:func:`tables.readout_table`)
 ``claims``        ``wilcoxon``, ``claims`` (when the run has a baseline and a variant)
+``controls``      ``controls``: every other method against the control maps on each verdict
+                  metric (:func:`tables.control_check`; when the run has a control)
 ``power``         ``power`` (same condition)
 ``run``           ``eval_speed.json``, ``eval_split.json`` (:func:`split_record`)
 ================  ============================================================================
@@ -39,7 +41,7 @@ import pandas as pd
 
 from . import plots, power, protocol, tables
 from .data import SPLITS, ImageDataset
-from .evaluation import EvalSettings, Evaluation, paper_baselines, variants
+from .evaluation import EvalSettings, Evaluation, control_methods, paper_baselines, variants
 from .metrics import readout_facts
 from .models import BlackBox
 from .report import READOUTS_FILE, readout_table_name
@@ -48,7 +50,8 @@ __all__ = ["CELL_GROUPS", "GROUPS", "Outputs", "Studies", "run_studies", "split_
            "split_record", "write_evaluation"]
 
 #: Every file group :func:`write_evaluation` knows, in the order it writes them.
-GROUPS = ("table3", "table4", "table4_scale", "curves", "readouts", "claims", "power", "run")
+GROUPS = ("table3", "table4", "table4_scale", "curves", "readouts", "claims", "controls", "power",
+          "run")
 #: The groups a claim-matrix cell writes (:func:`paperlib.matrix.run_cell`).
 CELL_GROUPS = ("table3", "table4", "curves", "claims", "run")
 
@@ -190,6 +193,18 @@ def _claims(ev: Evaluation, out: Path, where: str, figures: Path | None,
         written.claims_figure = fig
 
 
+def _controls(ev: Evaluation, out: Path, where: str, written: Outputs) -> None:
+    methods = list(ev.settings.methods)
+    controls = [m for m in methods if m in control_methods()]
+    others = [m for m in methods if m not in controls]
+    if not controls or not others:
+        return
+    check = tables.control_check(ev.frame, others, controls)
+    written.table("controls", check, out,
+                  f"Each method against the control maps (best control per metric); {where}",
+                  display=check.round(4))
+
+
 def _power(ev: Evaluation, out: Path, where: str, written: Outputs) -> None:
     methods = list(ev.settings.methods)
     pw = power.power_table(ev.frame, paper_baselines(), variants(),
@@ -256,6 +271,8 @@ def write_evaluation(evaluation: Evaluation, out: str | Path, where: str, *,
         _readouts(evaluation, out, where, written)
     if "claims" in groups:
         _claims(evaluation, out, where, figures, written)
+    if "controls" in groups:
+        _controls(evaluation, out, where, written)
     if "power" in groups:
         _power(evaluation, out, where, written)
     if "run" in groups:
