@@ -24,7 +24,7 @@ __all__ = ["CALIBRATION_COLUMNS", "DEFAULT_TARGET", "GAIN_SOFT", "KIT_COLUMNS", 
            "NO_KIT_RUN", "calibration_table", "kit_cells"]
 
 #: Average Gain's per-image column of the soft map (optional: absent from older rows).
-GAIN_SOFT = "gain_soft"
+GAIN_SOFT = schema.gain(schema.SOFT)
 #: The protocol of the kit's main run: (fill, target).
 MAIN_PROTOCOL = ("black", "predicted")
 #: The kit's target for a cell whose paper does not state its target.

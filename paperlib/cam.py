@@ -150,7 +150,7 @@ class MethodSpec:
 #: readings). They import this module, so it cannot import them at its top; the registry imports
 #: them on its first read instead, so that ``from paperlib.cam import METHODS`` (or
 #: :func:`default_methods`) sees every method whatever was imported before.
-BUILTIN_METHOD_MODULES = ("paperlib.attention", "paperlib.controls")
+BUILTIN_METHOD_MODULES = ("paperlib.attention", "paperlib.opticam", "paperlib.controls")
 
 
 class _Registry(dict[str, "MethodSpec"]):

@@ -154,7 +154,7 @@ def opticam_optimise(model: nn.Module, images: torch.Tensor, targets: torch.Tens
 
 
 @register_method("opticam", label="Opti-CAM", role="extra", options=OptiCAMOptions,
-                 extra_forwards=True)
+                 extra_forwards=True, studies=False)
 def _opticam(p: Pass, o: OptiCAMOptions) -> torch.Tensor:
     """Opti-CAM (Zhang et al. 2024): S = n(up(sum_k softmax(u*)_k ReLU(A_k))) with u* maximising
     the target's logit of x * S by Adam (lr 0.1, 50 steps from uniform weights: the authors'
