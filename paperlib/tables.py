@@ -29,8 +29,8 @@ from .stats import bootstrap_ci, holm, paired_wilcoxon
 from .verdicts import ALPHA
 
 __all__ = ["CLAIMS", "claim_check", "control_check", "curves_table", "paper_column",
-           "readout_table", "scale_verdict", "table3", "table4", "table4_scale", "trend_check", "verdict_metrics",
-           "wilcoxon_table", "write_table"]
+           "readout_table", "scale_verdict", "table3", "table4", "table4_scale", "trend_check",
+           "verdict_metrics", "wilcoxon_table", "write_table"]
 
 
 def paper_column(method: str) -> str | None:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_cam import X_IN, tiny_black_box
 
 from paperlib import explain
 from paperlib.cam import METHODS, ROLES, default_methods, method_names
@@ -15,8 +16,6 @@ from paperlib.controls import CONTROLS, CentrePriorOptions, centre_prior, edge_m
 from paperlib.evaluation import control_methods, paper_baselines, variants
 from paperlib.metrics import MetricConfig, average_gain, gain_terms
 from paperlib.tables import control_check, table3, verdict_metrics
-
-from test_cam import X_IN, tiny_black_box
 
 
 def test_controls_are_registered_last_with_their_own_role():
