@@ -339,6 +339,8 @@ class ScoringContext:
     ranks: Mapping[str, torch.Tensor]      # method -> (B, H*W), 0 = most salient
     config: MetricConfig
     black_box_mean: Sequence[float] | None = None
+    #: what each read-out's :meth:`Readout.prepare` computed for this batch, by read-out name
+    prepared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -368,7 +370,7 @@ class Readout:
     * :meth:`columns`: the per-image row columns it writes, given the settings;
     * :meth:`copies`: the masked copies it needs per (method, image), one hashable id each, in
       the order they are forwarded, and :meth:`mask`: each copy's mask (and its fill, ``None``
-      for the run's fill); :meth:`shared`: images it needs scored once per image, whatever the
+      for the run's fill); :meth:`prepare`: batch-wide work before the copies are built; :meth:`shared`: images it needs scored once per image, whatever the
       method (e.g. the curves' endpoints);
     * :meth:`score`: the copies' probabilities -> per-method arrays (``BatchScores.per_method``)
       and :meth:`rows`: those arrays -> the per-image values of :meth:`columns`.
@@ -396,6 +398,12 @@ class Readout:
 
     def copies(self, config: MetricConfig) -> Sequence[Hashable]:
         return ()
+
+    def prepare(self, ctx: ScoringContext) -> Any:
+        """Work done once per batch before any copy is built (e.g. every copy's fill image at
+        once, batched on the images' device); the result is ``ctx.prepared[name]`` (default:
+        ``None``, nothing)."""
+        return None
 
     def mask(self, ctx: ScoringContext, method: str, b: int,
              copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -714,6 +722,8 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
                 forwards += len(extra) * B
                 shared[ro.name] = p.cpu().numpy().astype(np.float64)
         ctx.ranks = {m: pixel_ranks(mp.to(images.device)) for m, mp in maps.items()}
+        for ro in readouts:
+            ctx.prepared[ro.name] = ro.prepare(ctx)
         copies = {ro.name: ro.copies(cfg) for ro in readouts}
         jobs = [(ro, m, b, c) for m in maps for b in range(B) for ro in readouts
                 for c in copies[ro.name]]
