@@ -26,8 +26,7 @@ __all__ = ["SECTIONS", "main", "replace_blocks", "results_markdown", "sections",
 
 #: RESULTS.md: (heading, blocks shown under it, in order).
 SECTIONS = [
-    ("The verdict on the paper: its numbers beside ours", ["verdict", "controls", "agreement",
-                                                           "readings"]),
+    ("The verdict on the paper: its numbers beside ours", ["verdict", "trial", "readings"]),
     ("Control maps — does each method beat a map with no information?", ["control_table"]),
     ("Agreement between metrics — Kendall tau and split-half reliability",
      ["agreement_table", "reliability"]),

@@ -324,6 +324,12 @@ def _controls(results: Path) -> dict[str, Any] | None:
     return control_facts(controls, t3)
 
 
+def _trial(results: Path) -> dict[str, Any] | None:
+    """The metric on trial: the control check and the agreement between metrics."""
+    out = {"controls": _controls(results), "agreement": _agreement(results)}
+    return out if any(v is not None for v in out.values()) else None
+
+
 def identity_facts(table3: pd.DataFrame | None,
                    names: Sequence[str] = ("gradcam", "xgradcam", "hirescam")) -> dict[str, Any]:
     """Grad-CAM = XGrad-CAM = HiResCAM at a last stage followed by pooling and a linear layer:
@@ -336,7 +342,7 @@ def identity_facts(table3: pd.DataFrame | None,
         kit = {m: {"avg_drop": float(sub.loc[m, "avg_drop"]),
                    "increase": float(sub.loc[m, "increase"])} for m in names if m in sub.index}
     spread = max((max(v[c] for v in kit.values()) - min(v[c] for v in kit.values())
-                  for c in ("avg_drop", "increase")), default=0.0)
+                  for c in ("avg_drop", "increase")), default=0.0) if kit else 0.0
     return {"paper": paper, "kit": kit, "kit_equal": len(kit) > 1 and spread <= TIE_TOLERANCE,
             "tolerance": TIE_TOLERANCE, "test": IDENTITY_TEST}
 
@@ -553,8 +559,7 @@ def facts(results: Path, bench: Path | None = None) -> dict[str, Any]:
         "readings": _readings(results),
         "precision": precision_facts(summ) if summ is not None and not summ.empty else None,
         "matrix": _matrix(results),
-        "controls": _controls(results),
-        "agreement": _agreement(results),
+        "trial": _trial(results),
         "identity": identity_facts(_csv(results / "table3.csv")),
     }
 
@@ -568,9 +573,8 @@ FILES = {"table2": "table2", "table3": "table3", "trend": "table4_trend",
 #: The order of the blocks.
 ORDER = ["table2", "choice", "table3", "table4", "trend", "claims", "curves", "wilcoxon",
          "sanity", "speed", "speed_full", "findings", "verdict", "scale_cost", "readings", "power",
-         "untrained", "protocol", "scale", "precision", "matrix", "benchmark_cpu", "controls",
-         "control_table", "agreement", "agreement_table", "reliability", "calibration",
-         "identity"]
+         "untrained", "protocol", "scale", "precision", "matrix", "benchmark_cpu", "trial",
+         "control_table", "agreement_table", "reliability", "calibration", "identity"]
 
 
 def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:

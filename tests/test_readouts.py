@@ -155,16 +155,21 @@ def _reference_image_rows(files: Sequence[str], labels: np.ndarray,
     tags = [schema.SOFT] + [schema.top(k) for k in config.fractions]
     rows = []
     for m, r in scores.per_method.items():
+        # Average Gain's term, written out here (the formula of paperlib.metrics.gain_terms for
+        # Y < 1, as on every real image)
         terms = {tag: (r[schema.score(tag)], metrics.drop_terms(Y, r[schema.score(tag)]),
-                       metrics.increase_terms(Y, r[schema.score(tag)])) for tag in tags}
+                       metrics.increase_terms(Y, r[schema.score(tag)]),
+                       np.maximum(0.0, r[schema.score(tag)] - Y) / (1.0 - Y) * 100.0)
+                 for tag in tags}
         for b, file in enumerate(files):
             row: dict[str, Any] = {"file": file, "label": int(labels[b]),
                                    "target": int(scores.target[b]), "method": m, "Y": Y[b],
                                    "flat_map": bool(flat[m][b])}
-            for tag, (O, d, inc) in terms.items():
+            for tag, (O, d, inc, gain) in terms.items():
                 row[schema.score(tag)] = O[b]
                 row[schema.drop(tag)] = d[b]
                 row[schema.increase(tag)] = inc[b]
+                row[schema.gain(tag)] = gain[b]
             for k in config.fractions:
                 row[schema.agree(k)] = 100.0 * r[schema.agree(k)][b]
             if config.curve_steps:
@@ -375,9 +380,9 @@ def test_the_records_declare_todays_columns_claims_and_cells():
     cfg = MetricConfig(fractions=(5, 20), curve_steps=2)
     cols = list(cfg.row_schema.columns())
     assert cols == ["file", "label", "target", "method", "Y", "flat_map",
-                    "O_soft", "drop_soft", "increase_soft",
-                    "O_top5", "drop_top5", "increase_top5", "O_top20", "drop_top20",
-                    "increase_top20", "agree_top5", "agree_top20",
+                    "O_soft", "drop_soft", "increase_soft", "gain_soft",
+                    "O_top5", "drop_top5", "increase_top5", "gain_top5", "O_top20", "drop_top20",
+                    "increase_top20", "gain_top20", "agree_top5", "agree_top20",
                     "deletion_auc", "insertion_auc", "del_0", "del_1", "del_2",
                     "ins_0", "ins_1", "ins_2"]
     assert set(cfg.row_schema.columns().values()) == {"object", "int64", "float64", "bool"}
@@ -393,16 +398,18 @@ def test_the_records_declare_todays_columns_claims_and_cells():
             directions["O_top5"], directions["del_1"]) == (-1, +1, +1, 0, 0)
     from paperlib.explain_files import readout_columns
 
-    assert readout_columns(cfg) == cols[6:19]
+    assert readout_columns(cfg) == cols[6:22]
     assert list(precision.per_column((5, 20), True).items()) == [
         ("O_soft", ("O (soft map)", 1.0)), ("drop_soft", ("Table 3", 1.0)),
-        ("increase_soft", ("Table 3", 1.0)),
+        ("increase_soft", ("Table 3", 1.0)), ("gain_soft", ("Table 3", 1.0)),
         ("O_top5", ("Table 4", 100.0)), ("O_top20", ("Table 4", 100.0)),
         ("drop_top5", ("Table 4", 1.0)), ("drop_top20", ("Table 4", 1.0)),
         ("increase_top5", ("Table 4", 1.0)), ("increase_top20", ("Table 4", 1.0)),
+        ("gain_top5", ("Table 4", 1.0)), ("gain_top20", ("Table 4", 1.0)),
         ("agree_top5", ("Table 4", 1.0)), ("agree_top20", ("Table 4", 1.0)),
         ("deletion_auc", ("curves", 1.0)), ("insertion_auc", ("curves", 1.0))]
-    assert precision._CELL_NAME == {"drop_soft": "avg_drop", "increase_soft": "increase"}
+    assert precision._CELL_NAME == {"drop_soft": "avg_drop", "increase_soft": "increase",
+                                    "gain_soft": "avg_gain"}
     for r in metrics.READOUTS.values():
         assert r.label and r.doc, r.name
 
