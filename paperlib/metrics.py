@@ -370,8 +370,9 @@ class Readout:
     * :meth:`columns`: the per-image row columns it writes, given the settings;
     * :meth:`copies`: the masked copies it needs per (method, image), one hashable id each, in
       the order they are forwarded, and :meth:`mask`: each copy's mask (and its fill, ``None``
-      for the run's fill); :meth:`prepare`: batch-wide work before the copies are built; :meth:`shared`: images it needs scored once per image, whatever the
-      method (e.g. the curves' endpoints);
+      for the run's fill); :meth:`prepare`: batch-wide work before the copies are built;
+      :meth:`shared`: images it needs scored once per image, whatever the method (e.g. the
+      curves' endpoints);
     * :meth:`score`: the copies' probabilities -> per-method arrays (``BatchScores.per_method``)
       and :meth:`rows`: those arrays -> the per-image values of :meth:`columns`.
     """
