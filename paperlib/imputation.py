@@ -35,13 +35,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CORNER_WEIGHT", "EDGE_WEIGHT", "ImputeInfo", "linear_impute", "noisy_linear_impute",
-           "stencil_system"]
+__all__ = ["CORNER_WEIGHT", "EDGE_WEIGHT", "ImputeInfo", "linear_impute", "noisy_linear_impute"]
 
 #: Rong et al.'s neighbour weights.
 EDGE_WEIGHT, CORNER_WEIGHT = 1.0 / 6.0, 1.0 / 12.0
-#: Levels stop when the coarser grid would be smaller than this on a side.
-_MIN_SIDE = 8
 
 
 @dataclass
@@ -55,101 +52,219 @@ class ImputeInfo:
 
 
 def _neighbour_sum(u: torch.Tensor) -> torch.Tensor:
-    """sum_j w_ij u_j over the 8 neighbours (zero outside): (n, H, W) -> (n, H, W).
+    """sum_j w_ij u_j over the 8 neighbours (zero outside), over the last two dims.
 
     The stencil [[1, 2, 1], [2, 0, 2], [1, 2, 1]] / 12 is the separable [1, 2, 1] x [1, 2, 1]
-    minus 4 times the centre, so 4 shifted adds instead of 8."""
+    minus 4 times the centre: 4 shifted adds, in place."""
     p = F.pad(u, (1, 1, 1, 1))
-    v = p[:, :-2, :] + 2.0 * p[:, 1:-1, :] + p[:, 2:, :]
-    s = v[:, :, :-2] + 2.0 * v[:, :, 1:-1] + v[:, :, 2:]
-    return (s - 4.0 * u) * CORNER_WEIGHT
+    v = p[..., :-2, :] + p[..., 2:, :]
+    v.add_(p[..., 1:-1, :], alpha=2.0)
+    s = v[..., :-2] + v[..., 2:]
+    s.add_(v[..., 1:-1], alpha=2.0)
+    s.add_(u, alpha=-4.0)
+    return s.mul_(CORNER_WEIGHT)
 
 
-def stencil_system(values: torch.Tensor, removed: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The diagonal D (n, H, W) and right-hand side b (n, H, W, zero at known pixels) of the
-    system for ``values`` (n, H, W) with ``removed`` (n, H, W) in {0, 1}."""
-    ones = torch.ones_like(values[:1])
-    D = _neighbour_sum(ones).expand_as(values)
-    b = removed * _neighbour_sum((1.0 - removed) * values)
-    return D, b
+def _fine_operator(m: torch.Tensor, D: torch.Tensor):
+    """x -> m * (D x - S x) for x (n, C, H, W) zero outside the removed pixels m (n, 1, H, W):
+    the system's matrix (D (1, 1, H, W): the in-image weight sums)."""
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        return _neighbour_sum(x).neg_().addcmul_(D, x).mul_(m)
+    return apply
 
 
-def _cg(values: torch.Tensor, removed: torch.Tensor, x0: torch.Tensor, tol: float,
-        max_iter: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """Jacobi-preconditioned CG on every (n,) system at once; x0 (n, H, W) is the start at the
-    removed pixels. Returns the solution at the removed pixels (zero elsewhere), the iterations
-    and the final relative residuals (n,)."""
-    D, b = stencil_system(values, removed)
-    inv_d = removed / D
+class _Level:
+    """One grid of the multigrid hierarchy: its operator (the finest: the stencil with the
+    masks; coarser: Galerkin 9-point coefficients), its active (unknown) pixels and 1/diagonal."""
+
+    def __init__(self, apply, active: torch.Tensor, diag: torch.Tensor,
+                 coefs: torch.Tensor | None = None) -> None:
+        self.apply, self.active, self.coefs = apply, active, coefs
+        safe = torch.where(active > 0, diag, torch.ones_like(diag))
+        self.inv_diag = active / safe
+        self.chol: torch.Tensor | None = None
+
+
+#: The 9 offsets of a coefficient stencil, row-major; index 4 is the centre.
+_OFFSETS = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)]
+
+
+def _stencil_operator(coefs: torch.Tensor):
+    """x -> y, y_K = sum_off c_off(K) x_{K + off} (zero outside), x (n, C, H, W), c (n, 9, H, W)."""
+    H, W = coefs.shape[-2:]
 
     def apply(x: torch.Tensor) -> torch.Tensor:
-        return removed * (D * x - _neighbour_sum(x))
+        p = F.pad(x, (1, 1, 1, 1))
+        y = x * coefs[:, 4:5]
+        for k, (dr, dc) in enumerate(_OFFSETS):
+            if k != 4:
+                y.addcmul_(coefs[:, k: k + 1], p[..., 1 + dr: 1 + dr + H, 1 + dc: 1 + dc + W])
+        return y
+    return apply
 
-    dims = (1, 2)
+
+def _prolong(x: torch.Tensor, fine_active: torch.Tensor) -> torch.Tensor:
+    """Bilinear interpolation, vertex-centred (coarse I is fine 2I): (.., h, w) -> (.., 2h-1,
+    2w-1), zero outside the fine active pixels."""
+    *lead, h, w = x.shape
+    t = x.new_empty(*lead, 2 * h - 1, w)
+    t[..., ::2, :] = x
+    torch.add(x[..., :-1, :], x[..., 1:, :], out=t[..., 1::2, :])
+    t[..., 1::2, :].mul_(0.5)
+    y = x.new_empty(*lead, 2 * h - 1, 2 * w - 1)
+    y[..., ::2] = t
+    torch.add(t[..., :-1], t[..., 1:], out=y[..., 1::2])
+    y[..., 1::2].mul_(0.5)
+    return y.mul_(fine_active)
+
+
+def _restrict(r: torch.Tensor, fine_active: torch.Tensor) -> torch.Tensor:
+    """The transpose of :func:`_prolong`: (.., 2h-1, 2w-1) -> (.., h, w)."""
+    r = r * fine_active
+    t = r[..., ::2, :].clone()
+    odd = r[..., 1::2, :].mul(0.5)
+    t[..., :-1, :].add_(odd)
+    t[..., 1:, :].add_(odd)
+    y = t[..., ::2].clone()
+    odd = t[..., 1::2].mul(0.5)
+    y[..., :-1].add_(odd)
+    y[..., 1:].add_(odd)
+    return y
+
+
+def _probe(apply, n: int, H: int, W: int, like: torch.Tensor) -> torch.Tensor:
+    """The 9 coefficients (n, 9, H, W) of a 9-point operator known only by ``apply`` (on
+    (n, 9, H, W)): one probe per colour (r mod 3, c mod 3), all 9 at once as channels."""
+    rr = torch.arange(H, device=like.device)[:, None] % 3
+    cc = torch.arange(W, device=like.device)[None, :] % 3
+    colour = rr * 3 + cc
+    probes = (colour[None] == torch.arange(9, device=like.device)[:, None, None]).to(like.dtype)
+    y = apply(probes[None].expand(n, 9, H, W).contiguous())
+    coefs = []
+    for dr, dc in _OFFSETS:
+        idx = ((rr + dr) % 3) * 3 + (cc + dc) % 3
+        c = y.gather(1, idx[None, None].expand(n, 1, H, W))
+        if dr:
+            c[..., 0 if dr < 0 else H - 1, :] = 0
+        if dc:
+            c[..., 0 if dc < 0 else W - 1] = 0
+        coefs.append(c)
+    return torch.cat(coefs, dim=1)
+
+
+def _cholesky(coefs: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Dense float64 Cholesky factors (n, HW, HW) of the coarsest operator (inactive pixels:
+    identity; a tiny shift keeps an all-removed, singular, system factorable)."""
+    n, _, H, W = coefs.shape
+    N = H * W
+    coefs, active = coefs.double(), active.double()
+    A = coefs.new_zeros(n, N, N)
+    rows = torch.arange(N, device=coefs.device).view(H, W)
+    for k, (dr, dc) in enumerate(_OFFSETS):
+        r0, r1 = max(0, -dr), H - max(0, dr)
+        c0, c1 = max(0, -dc), W - max(0, dc)
+        i = rows[r0:r1, c0:c1].reshape(-1)
+        j = rows[r0 + dr:r1 + dr, c0 + dc:c1 + dc].reshape(-1)
+        A[:, i, j] = coefs[:, k, r0:r1, c0:c1].reshape(n, -1)
+    act = active.reshape(n, N)
+    A = 0.5 * (A + A.transpose(1, 2)) * act[:, :, None] * act[:, None, :]
+    scale = A.diagonal(dim1=1, dim2=2).abs().amax(dim=1).clamp_min(1.0)
+    A = A + torch.diag_embed((1.0 - act) + 1e-12 * scale[:, None])
+    return torch.linalg.cholesky(A)
+
+
+def _hierarchy(m: torch.Tensor, D: torch.Tensor, levels: int) -> list[_Level]:
+    """The levels, finest first, for masks ``m`` (n, 1, H, W) on a grid whose sides are
+    m * 2**levels + 1 (pixels outside the image are inactive), in ``m``'s dtype."""
+    out = [_Level(_fine_operator(m, D), m, D.expand_as(m))]
+    for _ in range(levels):
+        f = out[-1]
+        n, _, H, W = f.active.shape
+
+        def galerkin(x: torch.Tensor, f: _Level = f) -> torch.Tensor:
+            return _restrict(f.apply(_prolong(x, f.active)), f.active)
+
+        coefs = _probe(galerkin, n, (H + 1) // 2, (W + 1) // 2, m)
+        diag = coefs[:, 4:5]
+        tiny = 1e-6 * diag.amax(dim=(2, 3), keepdim=True).clamp_min(1e-30)
+        active = (diag > tiny).to(m.dtype)
+        coefs.mul_(active)
+        out.append(_Level(_stencil_operator(coefs), active, diag, coefs))
+    last = out[-1]
+    if last.coefs is None:
+        n, _, H, W = m.shape
+        last.coefs = _probe(last.apply, n, H, W, m)
+    last.chol = _cholesky(last.coefs, last.active)
+    return out
+
+
+def _vcycle(levels: list[_Level], r: torch.Tensor, l: int = 0) -> torch.Tensor:
+    """One V(1, 1)-cycle from zero, damped Jacobi smoothing, exact coarsest solve: a symmetric
+    positive definite preconditioner."""
+    lv = levels[l]
+    if lv.chol is not None:
+        n, C, H, W = r.shape
+        rhs = (r * lv.active).reshape(n, C, H * W).transpose(1, 2).double()
+        x = torch.cholesky_solve(rhs, lv.chol).transpose(1, 2).reshape(n, C, H, W)
+        return x.to(r.dtype).mul_(lv.active)
+    w = 1.0 if l == 0 else 2.0 / 3.0
+    x = r * lv.inv_diag
+    if w != 1.0:
+        x.mul_(w)
+    x.add_(_prolong(_vcycle(levels, _restrict(r - lv.apply(x), lv.active), l + 1), lv.active))
+    return x.addcmul_(lv.inv_diag, r - lv.apply(x), value=w)
+
+
+def _pcg(apply, levels: list[_Level], b: torch.Tensor, tol: float, max_iter: int
+         ) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """Multigrid-preconditioned CG (float64; the preconditioner in the levels' dtype, hence
+    the flexible Polak-Ribiere beta) on every (mask, channel) system at once, each stopping when
+    its relative residual is below ``tol``. Returns x, the iterations, the residuals (n, C)."""
+    dims = (2, 3)
     b_norm = torch.linalg.vector_norm(b, dim=dims)
     scale = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
-    x = removed * x0
-    r = b - apply(x)
-    z = inv_d * r
-    p = z
+    low = levels[0].active.dtype
+
+    def precondition(r: torch.Tensor) -> torch.Tensor:
+        return _vcycle(levels, r.to(low)).to(r.dtype)
+
+    x = torch.zeros_like(b)
+    r = b.clone()
+    res = b_norm / scale
+    z = precondition(r)
+    p = z.clone()
     rz = (r * z).sum(dim=dims)
-    res = torch.linalg.vector_norm(r, dim=dims) / scale
     it = 0
     while it < max_iter and bool((res > tol).any()):
         q = apply(p)
         pq = (p * q).sum(dim=dims)
-        active = (res > tol) & (pq > 0)
-        alpha = torch.where(active, rz / torch.where(pq > 0, pq, torch.ones_like(pq)),
-                            torch.zeros_like(pq))
-        x = x + alpha[:, None, None] * p
-        r = r - alpha[:, None, None] * q
-        z = inv_d * r
-        rz_new = (r * z).sum(dim=dims)
-        beta = torch.where(rz > 0, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)),
-                           torch.zeros_like(rz))
-        p = z + beta[:, None, None] * p
-        rz = rz_new
+        go = (res > tol) & (pq > 0)
+        alpha = torch.where(go, rz / torch.where(pq > 0, pq, torch.ones_like(pq)),
+                            torch.zeros_like(pq))[..., None, None]
+        x.addcmul_(alpha, p)
+        r.addcmul_(alpha, q, value=-1.0)
         res = torch.linalg.vector_norm(r, dim=dims) / scale
         it += 1
+        if not bool((res > tol).any()):
+            break
+        z_new = precondition(r)
+        rz_new = (r * z_new).sum(dim=dims)
+        pr = rz_new - (r * z).sum(dim=dims)
+        beta = torch.where(rz > 0, pr / torch.where(rz > 0, rz, torch.ones_like(rz)),
+                           torch.zeros_like(rz)).clamp_min(0.0)[..., None, None]
+        p.mul_(beta).add_(z_new)
+        z, rz = z_new, rz_new
     return x, it, res
 
 
-def _coarsen(values: torch.Tensor, removed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """2x2 pooling (odd sides padded): a coarse pixel is known when any of its in-image fine
-    pixels is, with their mean value."""
-    H, W = values.shape[-2:]
-    known = 1.0 - removed
-    pad = (0, W % 2, 0, H % 2)
-    k = F.avg_pool2d(F.pad(known, pad)[:, None], 2)[:, 0] * 4.0
-    s = F.avg_pool2d(F.pad(known * values, pad)[:, None], 2)[:, 0] * 4.0
-    coarse_removed = (k == 0).to(values.dtype)
-    coarse_values = torch.where(k > 0, s / torch.where(k > 0, k, torch.ones_like(k)),
-                                torch.zeros_like(s))
-    return coarse_values, coarse_removed
-
-
-def _solve(values: torch.Tensor, removed: torch.Tensor, tol: float, max_iter: int,
-           coarse_tol: float, info: ImputeInfo, level: int = 0) -> torch.Tensor:
-    """The full imputed image (n, H, W): known values kept, removed ones solved."""
-    H, W = values.shape[-2:]
-    if not bool(removed.any()):
-        if level == 0:
-            info.iterations.insert(0, 0)
-        return values
-    if min(H, W) >= 2 * _MIN_SIDE:
-        cv, cr = _coarsen(values, removed)
-        coarse = _solve(cv, cr, coarse_tol, max_iter, coarse_tol, info, level + 1)
-        x0 = F.interpolate(coarse[:, None], size=(H, W), mode="bilinear",
-                           align_corners=False)[:, 0]
-    else:
-        x0 = torch.zeros_like(values)
-    x, it, res = _cg(values, removed, x0, tol, max_iter)
-    info.iterations.insert(0, it)
-    if level == 0:
-        info.converged = bool((res <= tol).all())
-        info.residual = res
-    return torch.where(removed > 0, x, values)
+def _levels_and_size(H: int, W: int) -> tuple[int, int, int]:
+    """Halvings and the padded grid (sides m * 2**L + 1 >= the image's) so that the coarsest
+    grid has at most about 8 pixels a side."""
+    L = 0
+    while (max(H, W) - 1) / 2 ** L > 8:
+        L += 1
+    step = 2 ** L
+    return L, -(-(H - 1) // step) * step + 1, -(-(W - 1) // step) * step + 1
 
 
 def _check(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
@@ -164,27 +279,39 @@ def _check(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
 
 
 def linear_impute(images: torch.Tensor, removed: torch.Tensor, tol: float = 1e-6,
-                  max_iter: int = 2000, coarse_tol: float | None = None
+                  max_iter: int = 200, precond_dtype: torch.dtype = torch.float32
                   ) -> tuple[torch.Tensor, ImputeInfo]:
     """The noise-free linear imputation of ``images`` (N, C, H, W) where ``removed`` (N, H, W;
     or (H, W) for every image) is 1 (or True), on the images' device; returns the imputed images
     in the images' dtype and an :class:`ImputeInfo`. ``tol``: relative residual of every
-    (image, channel) system at the finest level; ``max_iter``: CG iterations per level at most
-    (not reaching ``tol`` is reported in ``info.converged``, not raised); ``coarse_tol``: the
-    coarse levels' tolerance (default ``max(tol, 1e-4)``: they only give the start)."""
+    (image, channel) system; ``max_iter``: preconditioned CG iterations at most (not reaching
+    ``tol`` is reported in ``info.converged``, not raised)."""
     removed = _check(images, removed)
     N, C, H, W = images.shape
-    v = images.detach().to(torch.float64).reshape(N * C, H, W)
-    r = (removed.detach().to(device=images.device, dtype=torch.float64) > 0.5).to(torch.float64)
-    r = r[:, None].expand(N, C, H, W).reshape(N * C, H, W)
+    dev = images.device
+    v = images.detach().to(torch.float64)
+    m = (removed.detach().to(dev) > 0.5).to(torch.float64)[:, None]
     info = ImputeInfo()
-    out = _solve(v, r, tol, max_iter, max(tol, 1e-4) if coarse_tol is None else coarse_tol, info)
-    return out.reshape(N, C, H, W).to(images.dtype), info
+    if not bool(m.any()):
+        info.iterations = [0]
+        return images.clone(), info
+    L, Hp, Wp = _levels_and_size(H, W)
+    pad = (0, Wp - W, 0, Hp - H)
+    D = _neighbour_sum(torch.ones(1, H, W, dtype=torch.float64, device=dev))[:, None]
+    b = m * _neighbour_sum(((1.0 - m) * v).reshape(N * C, H, W)).reshape(N, C, H, W)
+    mp, Dp, bp = F.pad(m, pad), F.pad(D, pad, value=1.0), F.pad(b, pad)
+    levels = _hierarchy(mp.to(precond_dtype), Dp.to(precond_dtype), L)
+    x, it, res = _pcg(_fine_operator(mp, Dp), levels, bp, tol, max_iter)
+    info.iterations = [it]
+    info.converged = bool((res <= tol).all())
+    info.residual = res
+    out = torch.where(m > 0, x[..., :H, :W], v)
+    return out.to(images.dtype), info
 
 
 def noisy_linear_impute(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
                         generator: torch.Generator | None = None, tol: float = 1e-6,
-                        max_iter: int = 2000) -> torch.Tensor:
+                        max_iter: int = 200) -> torch.Tensor:
     """Rong et al.'s noisy linear imputation: :func:`linear_impute`, then N(0, ``noise``^2)
     added to the removed pixels only (each channel its own draw; known pixels untouched).
 
