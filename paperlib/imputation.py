@@ -157,7 +157,7 @@ def _probe(apply, n: int, H: int, W: int, like: torch.Tensor) -> torch.Tensor:
 
 def _cholesky(coefs: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """Dense float64 Cholesky factors (n, HW, HW) of the coarsest operator (inactive pixels:
-    identity; a tiny shift keeps an all-removed, singular, system factorable)."""
+    identity)."""
     n, _, H, W = coefs.shape
     N = H * W
     coefs, active = coefs.double(), active.double()
@@ -172,7 +172,9 @@ def _cholesky(coefs: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     act = active.reshape(n, N)
     A = 0.5 * (A + A.transpose(1, 2)) * act[:, :, None] * act[:, None, :]
     scale = A.diagonal(dim1=1, dim2=2).abs().amax(dim=1).clamp_min(1.0)
-    A = A + torch.diag_embed((1.0 - act) + 1e-12 * scale[:, None])
+    # the coefficients are float32 (preconditioner precision): a shift of 1e-5 keeps a singular
+    # (all removed) or barely definite system factorable; CG corrects the inexact solve
+    A = A + torch.diag_embed((1.0 - act) + 1e-5 * scale[:, None])
     return torch.linalg.cholesky(A)
 
 
