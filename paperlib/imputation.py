@@ -17,15 +17,23 @@ with w_ij in {1/6, 1/12} and D_i = sum_{j ~ i, j in the image} w_ij: the weighte
 L = D - A restricted to R. A is symmetric, so the system is symmetric positive definite whenever
 some pixel is known (every connected set of removed pixels then touches a known one; with every
 pixel removed it is singular and the imputed image is 0, plus noise). It is the same system as
-the reference's (which writes it with the signs flipped), solved here by conjugate gradients in
-float64 with a Jacobi (1/D) preconditioner, all images, masks and channels at once, each stopping
-when its relative residual ||b - Lx|| / ||b|| is below ``tol``.
+the reference's (which writes it with the signs flipped), solved by conjugate gradients in
+float64, all images, masks and channels at once, each system stopping when its relative residual
+||b - Lx|| / ||b|| is below ``tol`` (default 1e-6: about 2e-6 max abs from a converged solve on
+224 x 224 images).
 
-Speed: the start of the fine solve is the solution of the same problem on a 2x2-pooled pyramid
-(a coarse pixel is known when any of its fine pixels is, with their mean value; removed when
-all are), solved coarsest first and upsampled bilinearly level by level (nested iteration). The
-smooth part of the solution, which plain CG needs hundreds of iterations for at 90% removal on
-224 x 224, is then already there; the fine level only corrects the detail near the known pixels.
+Speed: CG is preconditioned by one multigrid V(1, 1)-cycle (float32; damped Jacobi smoothing,
+bilinear prolongation and its transpose as restriction, Galerkin coarse operators R L P computed
+by probing them with 9 colourings, an exact dense Cholesky solve on the coarsest grid of at most
+9 x 9; the image is embedded in a grid of m * 2**L + 1 pixels a side whose extra pixels are not
+unknowns, which changes nothing). That is a symmetric positive definite preconditioner that does
+not degrade with the size of the removed regions: 7 iterations for the 18 ROAD masks of a
+224 x 224 Grad-CAM map (10..90% removed, most and least salient first), where Jacobi-CG needs
+~500. The preconditioner works in float32, so CG uses the flexible (Polak-Ribiere) beta; a
+float32 CG (``dtype=torch.float32``) is faster but its errors reach ~1e-4.
+
+Pixels: ``removed`` is 1 where a pixel is removed (the reference's mask is the opposite: 1 =
+kept). A system with every pixel removed has no known value; its solution here is 0.
 """
 
 from __future__ import annotations
@@ -43,12 +51,24 @@ EDGE_WEIGHT, CORNER_WEIGHT = 1.0 / 6.0, 1.0 / 12.0
 
 @dataclass
 class ImputeInfo:
-    """What a solve did: CG iterations per pyramid level (finest first), and whether every system
-    reached ``tol`` at the finest level (its final relative residuals, per image x channel)."""
+    """What a solve did: the preconditioned CG iterations (a one-element list), whether every
+    (image, channel) system reached ``tol``, and their final relative residuals (N, C)."""
 
     iterations: list[int] = field(default_factory=list)
     converged: bool = True
     residual: torch.Tensor | None = None
+
+
+def _separable_sum(u: torch.Tensor) -> torch.Tensor:
+    """sum over the 3 x 3 neighbourhood with weights [1, 2, 1] x [1, 2, 1] (zero outside), over
+    the last two dims: 12 times the weighted neighbour sum plus 4 times the centre."""
+    v = u * 2.0
+    v[..., 1:, :].add_(u[..., :-1, :])
+    v[..., :-1, :].add_(u[..., 1:, :])
+    s = v * 2.0
+    s[..., 1:].add_(v[..., :-1])
+    s[..., :-1].add_(v[..., 1:])
+    return s
 
 
 def _neighbour_sum(u: torch.Tensor) -> torch.Tensor:
@@ -56,20 +76,17 @@ def _neighbour_sum(u: torch.Tensor) -> torch.Tensor:
 
     The stencil [[1, 2, 1], [2, 0, 2], [1, 2, 1]] / 12 is the separable [1, 2, 1] x [1, 2, 1]
     minus 4 times the centre: 4 shifted adds, in place."""
-    p = F.pad(u, (1, 1, 1, 1))
-    v = p[..., :-2, :] + p[..., 2:, :]
-    v.add_(p[..., 1:-1, :], alpha=2.0)
-    s = v[..., :-2] + v[..., 2:]
-    s.add_(v[..., 1:-1], alpha=2.0)
-    s.add_(u, alpha=-4.0)
-    return s.mul_(CORNER_WEIGHT)
+    return _separable_sum(u).add_(u, alpha=-4.0).mul_(CORNER_WEIGHT)
 
 
 def _fine_operator(m: torch.Tensor, D: torch.Tensor):
     """x -> m * (D x - S x) for x (n, C, H, W) zero outside the removed pixels m (n, 1, H, W):
-    the system's matrix (D (1, 1, H, W): the in-image weight sums)."""
+    the system's matrix (D (1, 1, H, W): the in-image weight sums). With S x = (sep(x) - 4x)/12:
+    (D + 1/3) x - sep(x) / 12."""
+    D3 = D + 4.0 * CORNER_WEIGHT
+
     def apply(x: torch.Tensor) -> torch.Tensor:
-        return _neighbour_sum(x).neg_().addcmul_(D, x).mul_(m)
+        return _separable_sum(x).mul_(-CORNER_WEIGHT).addcmul_(D3, x).mul_(m)
     return apply
 
 
@@ -288,25 +305,27 @@ def _check(images: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
 
 
 def linear_impute(images: torch.Tensor, removed: torch.Tensor, tol: float = 1e-6,
-                  max_iter: int = 200, precond_dtype: torch.dtype = torch.float32
+                  max_iter: int = 200, dtype: torch.dtype = torch.float64,
+                  precond_dtype: torch.dtype = torch.float32
                   ) -> tuple[torch.Tensor, ImputeInfo]:
     """The noise-free linear imputation of ``images`` (N, C, H, W) where ``removed`` (N, H, W;
     or (H, W) for every image) is 1 (or True), on the images' device; returns the imputed images
     in the images' dtype and an :class:`ImputeInfo`. ``tol``: relative residual of every
     (image, channel) system; ``max_iter``: preconditioned CG iterations at most (not reaching
-    ``tol`` is reported in ``info.converged``, not raised)."""
+    ``tol`` is reported in ``info.converged``, not raised); ``dtype``: the CG's (float64; float32
+    is faster, with errors up to ~1e-4); ``precond_dtype``: the multigrid preconditioner's."""
     removed = _check(images, removed)
     N, C, H, W = images.shape
     dev = images.device
-    v = images.detach().to(torch.float64)
-    m = (removed.detach().to(dev) > 0.5).to(torch.float64)[:, None]
+    v = images.detach().to(dtype)
+    m = (removed.detach().to(dev) > 0.5).to(dtype)[:, None]
     info = ImputeInfo()
     if not bool(m.any()):
         info.iterations = [0]
         return images.clone(), info
     L, Hp, Wp = _levels_and_size(H, W)
     pad = (0, Wp - W, 0, Hp - H)
-    D = _neighbour_sum(torch.ones(1, H, W, dtype=torch.float64, device=dev))[:, None]
+    D = _neighbour_sum(torch.ones(1, H, W, dtype=dtype, device=dev))[:, None]
     b = m * _neighbour_sum(((1.0 - m) * v).reshape(N * C, H, W)).reshape(N, C, H, W)
     mp, Dp, bp = F.pad(m, pad), F.pad(D, pad, value=1.0), F.pad(b, pad)
     levels = _hierarchy(mp.to(precond_dtype), Dp.to(precond_dtype), L)
