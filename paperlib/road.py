@@ -20,8 +20,9 @@ from .imputation import linear_impute
 from .masking import n_pixels
 from .metrics import HIGHER, LOWER, Column, MetricConfig, Readout, ScoringContext, Scored
 
-__all__ = ["MORF", "LERF", "ORDERS", "Road", "RoadOptions", "check_road_options", "road_column",
-           "road_noise_fields", "road_removed"]
+__all__ = ["COMBINED", "IMPUTE_CHUNK", "LERF", "MORF", "ORDERS", "Road", "RoadOptions",
+           "check_road_options", "road_column", "road_copies", "road_noise_fields",
+           "road_prepare", "road_removed", "road_scores"]
 
 MORF, LERF = "morf", "lerf"
 #: The two orders: most relevant first (MoRF) and least relevant first (LeRF) removed.
@@ -31,6 +32,8 @@ ORDERS = (MORF, LERF)
 IMPUTE_CHUNK = 128
 #: The table of the summary columns.
 TABLE = "ROAD"
+#: The combined column: (road_lerf - road_morf) / 2.
+COMBINED = "road_combined"
 
 
 @dataclass
@@ -82,9 +85,6 @@ def road_column(order: str, p: int | None = None) -> str:
     return f"road_{order}" if p is None else f"road_{order}_{p}"
 
 
-COMBINED = "road_combined"
-
-
 def road_removed(ranks: torch.Tensor, order: str, p: int, shape: tuple[int, int]) -> torch.Tensor:
     """(B, H, W) masks, 1 = removed: the ``n_pixels(p)`` most (MoRF) or least (LeRF) salient
     pixels by ``ranks`` (B, H*W; 0 = most salient)."""
@@ -104,6 +104,48 @@ def road_noise_fields(copies: Sequence[tuple[str, int]], seed: int, shape: tuple
         g = torch.Generator().manual_seed(seed * 1_000_003 + i)
         out[i] = torch.randn(channels, *shape, generator=g)
     return out
+
+
+def road_copies(percentiles: Sequence[int]) -> tuple[tuple[str, int], ...]:
+    """The copies per (method, image), in forwarding order: (order, p), MoRF first."""
+    return tuple((o, int(p)) for o in ORDERS for p in percentiles)
+
+
+def road_prepare(images: torch.Tensor, ranks: Mapping[str, torch.Tensor],
+                 copies: Sequence[tuple[str, int]], noise: float, seed: int,
+                 chunk: int = IMPUTE_CHUNK) -> dict[tuple[str, int, tuple[str, int]], torch.Tensor]:
+    """Every copy of every method's maps of the batch, imputed: ``{(method, image, copy):
+    (C, H, W)}``, solved in batches of ``chunk`` images on the images' device, then
+    ``noise`` times the copy's :func:`road_noise_fields` field on its removed pixels."""
+    B, C, H, W = images.shape
+    dev = images.device
+    fields = road_noise_fields(copies, seed, (H, W), C).to(dev) if noise else None
+    jobs = [(m, b, i) for m in ranks for b in range(B) for i in range(len(copies))]
+    masks = {m: [road_removed(ranks[m], o, p, (H, W)) for o, p in copies] for m in ranks}
+    out: dict[tuple[str, int, tuple[str, int]], torch.Tensor] = {}
+    for start in range(0, len(jobs), chunk):
+        part = jobs[start: start + chunk]
+        bs = torch.tensor([b for _, b, _ in part], device=dev)
+        removed = torch.stack([masks[m][i][b] for m, b, i in part]).to(dev)
+        imputed, _ = linear_impute(images[bs], removed)
+        if fields is not None:
+            idx = torch.tensor([i for _, _, i in part], device=dev)
+            imputed = imputed + noise * fields[idx] * removed[:, None].to(imputed.dtype)
+        for k, (m, b, i) in enumerate(part):
+            out[(m, b, copies[i])] = imputed[k]
+    return out
+
+
+def road_scores(percentiles: Sequence[int], probs: Mapping[tuple[str, int], np.ndarray]
+                ) -> dict[str, np.ndarray]:
+    """The columns' values from each copy's probabilities (B,): per p and order, their means
+    over p, and road_combined = (road_lerf - road_morf) / 2."""
+    r = {road_column(o, p): np.asarray(probs[(o, p)], dtype=np.float64)
+         for o in ORDERS for p in percentiles}
+    for o in ORDERS:
+        r[road_column(o)] = np.mean([r[road_column(o, p)] for p in percentiles], axis=0)
+    r[COMBINED] = (r[road_column(LERF)] - r[road_column(MORF)]) / 2.0
+    return r
 
 
 class Road(Readout):
@@ -155,36 +197,15 @@ class Road(Readout):
             Column(COMBINED, "ROAD combined ((LeRF - MoRF) / 2)", HIGHER, table=TABLE)]
 
     def copies(self, config: MetricConfig) -> Sequence[Hashable]:
-        ps = tuple(getattr(config, "road_percentiles", ()))
-        return tuple((o, p) for o in ORDERS for p in ps)
+        return road_copies(getattr(config, "road_percentiles", ()))
 
     def prepare(self, ctx: ScoringContext) -> dict[tuple[str, int, Hashable], torch.Tensor] | None:
         cfg = ctx.config
-        copies = list(self.copies(cfg))
+        copies = road_copies(getattr(cfg, "road_percentiles", ()))
         if not copies:
             return None
-        B = int(ctx.images.shape[0])
-        noise = float(cfg.road_noise)
-        fields = (road_noise_fields(copies, int(cfg.road_seed), ctx.shape,
-                                    int(ctx.images.shape[1])).to(ctx.images.device)
-                  if noise else None)
-        jobs: list[tuple[str, int, int]] = []          # (method, image, copy position)
-        masks: dict[str, list[torch.Tensor]] = {}
-        for m in ctx.maps:
-            masks[m] = [road_removed(ctx.ranks[m], o, p, ctx.shape) for o, p in copies]
-            jobs += [(m, b, i) for b in range(B) for i in range(len(copies))]
-        out: dict[tuple[str, int, Hashable], torch.Tensor] = {}
-        for start in range(0, len(jobs), IMPUTE_CHUNK):
-            chunk = jobs[start: start + IMPUTE_CHUNK]
-            bs = torch.tensor([b for _, b, _ in chunk], device=ctx.images.device)
-            removed = torch.stack([masks[m][i][b] for m, b, i in chunk]).to(ctx.images.device)
-            imputed, _ = linear_impute(ctx.images[bs], removed)
-            if fields is not None:
-                idx = torch.tensor([i for _, _, i in chunk], device=ctx.images.device)
-                imputed = imputed + noise * fields[idx] * removed[:, None].to(imputed.dtype)
-            for k, (m, b, i) in enumerate(chunk):
-                out[(m, b, copies[i])] = imputed[k]
-        return out
+        return road_prepare(ctx.images, ctx.ranks, copies, float(cfg.road_noise),
+                            int(cfg.road_seed))
 
     def mask(self, ctx: ScoringContext, method: str, b: int,
              copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -201,12 +222,7 @@ class Road(Readout):
         ps = tuple(getattr(ctx.config, "road_percentiles", ()))
         if not ps:
             return {}
-        r = {road_column(o, p): np.asarray(scored[(o, p)][0], dtype=np.float64)
-             for o in ORDERS for p in ps}
-        for o in ORDERS:
-            r[road_column(o)] = np.mean([r[road_column(o, p)] for p in ps], axis=0)
-        r[COMBINED] = (r[road_column(LERF)] - r[road_column(MORF)]) / 2.0
-        return r
+        return road_scores(ps, {c: v[0] for c, v in scored.items()})
 
     def rows(self, Y: np.ndarray, r: Mapping[str, np.ndarray],
              config: MetricConfig) -> dict[str, np.ndarray]:
