@@ -29,7 +29,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,11 +40,11 @@ import torch
 
 import paperlib
 from paperlib.cam import GRADIENT_METHODS
+from paperlib.imputation import linear_impute
 from paperlib.masking import masked_inputs, pixel_ranks
 from paperlib.metrics import MetricConfig, ScoringContext, score_inputs
 from paperlib.perf import CHUNK_SIZE, clock, configure_malloc
 from paperlib.road import Road, RoadOptions, road_removed
-from paperlib.imputation import linear_impute
 
 PERCENTILES = tuple(range(10, 100, 10))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from test_cam import X_IN, tiny_black_box
 
 from paperlib import explain, metrics
 from paperlib.imputation import CORNER_WEIGHT, EDGE_WEIGHT, linear_impute, noisy_linear_impute
@@ -25,8 +26,6 @@ from paperlib.road import (
     road_noise_fields,
     road_removed,
 )
-from test_cam import X_IN, tiny_black_box
-
 
 # ---------------------------------------------------------------------------------------------
 # The imputation
