@@ -97,6 +97,23 @@ def test_two_adjacent_removed_pixels_and_a_corner_solved_by_hand():
     assert torch.allclose(out[0], ref, atol=1e-5)
 
 
+@pytest.mark.filterwarnings(_PEER_WARNING)
+@pytest.mark.parametrize("H, W", [(1, 9), (2, 2), (37, 29), (64, 200)])
+def test_odd_and_non_square_sizes_agree_with_pytorch_grad_cam(H, W):
+    road = pytest.importorskip("pytorch_grad_cam.metrics.road")
+    g = torch.Generator().manual_seed(H * W)
+    x = torch.rand(2, 3, H, W, generator=g)
+    removed = (torch.rand(2, H, W, generator=g) < 0.8).float()
+    removed[1] = 0
+    removed[1, H // 2:] = 1                   # a band touching three borders
+    out, info = linear_impute(x, removed)
+    assert info.converged
+    reference = road.NoisyLinearImputer(noise=0.0)
+    for i in range(2):
+        ref = reference(x[i], 1.0 - removed[i])
+        assert (out[i] - ref).abs().max().item() < 1e-5
+
+
 def test_batched_equals_one_by_one_and_odd_sizes():
     g = torch.Generator().manual_seed(3)
     x = torch.rand(3, 3, 37, 29, generator=g)
