@@ -160,8 +160,10 @@ class Road(Readout):
     N(0, ``road_noise``^2) on the removed pixels) -- so that the removal's shape leaks no class
     information, and the black box is asked again.
 
-    For each p of ``road_percentiles`` (:class:`RoadOptions`; default ``()``: off) and each
-    order: ``road_morf_<p>`` = p(target | the ``round(p/100 * H*W)`` most salient pixels removed
+    Defaults (:class:`RoadOptions`): ``road_percentiles=()`` (off: no columns, no copies; Rong
+    et al. and pytorch-grad-cam use 10, 20, ..., 90), ``road_noise=0.01``, ``road_seed=0``.
+
+    For each p of ``road_percentiles`` and each order: ``road_morf_<p>`` = p(target | the ``round(p/100 * H*W)`` most salient pixels removed
     and imputed) (most relevant first: lower is better) and ``road_lerf_<p>`` the same with the
     least salient removed (higher is better); ranks by :func:`paperlib.masking.pixel_ranks`
     (ties by pixel index). ``road_morf`` and ``road_lerf`` are their means over p, and
