@@ -166,10 +166,10 @@ class Road(Readout):
     For each p of ``road_percentiles`` and each order: ``road_morf_<p>`` = p(target | the
     ``round(p/100 * H*W)`` most salient pixels removed and imputed) (most relevant first: lower
     is better) and ``road_lerf_<p>`` the same with the least salient removed (higher is better);
-    ranks by :func:`paperlib.masking.pixel_ranks` (ties by pixel index). ``road_morf`` and ``road_lerf`` are their means over p, and
-    ``road_combined = (road_lerf - road_morf) / 2`` (higher is better): pytorch-grad-cam's
-    ``ROADCombined`` (its mean over p of the LeRF minus the MoRF probability change, halved; the
-    clean probability Y cancels). Rong et al. report MoRF and LeRF separately (accuracy against
+    ranks by :func:`paperlib.masking.pixel_ranks` (ties by pixel index). ``road_morf`` and
+    ``road_lerf`` are their means over p, and ``road_combined = (road_lerf - road_morf) / 2``
+    (higher is better): pytorch-grad-cam's ``ROADCombined`` (its mean over p of the LeRF minus
+    the MoRF probability change, halved; the clean probability Y cancels). Rong et al. report MoRF and LeRF separately (accuracy against
     the fraction removed); the combination is pytorch-grad-cam's.
 
     Differences from pytorch-grad-cam's ``ROADMostRelevantFirst`` / ``LeastRelevantFirst``:
