@@ -169,8 +169,9 @@ class Road(Readout):
     ranks by :func:`paperlib.masking.pixel_ranks` (ties by pixel index). ``road_morf`` and
     ``road_lerf`` are their means over p, and ``road_combined = (road_lerf - road_morf) / 2``
     (higher is better): pytorch-grad-cam's ``ROADCombined`` (its mean over p of the LeRF minus
-    the MoRF probability change, halved; the clean probability Y cancels). Rong et al. report MoRF and LeRF separately (accuracy against
-    the fraction removed); the combination is pytorch-grad-cam's.
+    the MoRF probability change, halved; the clean probability Y cancels). Rong et al. report
+    MoRF and LeRF separately (accuracy against the fraction removed); the combination is
+    pytorch-grad-cam's.
 
     Differences from pytorch-grad-cam's ``ROADMostRelevantFirst`` / ``LeastRelevantFirst``:
     its "percentile p" removes the pixels at or above the map's p-th percentile, i.e. (100 - p)%
