@@ -9,6 +9,7 @@ registered by :mod:`paperlib.metrics` once :class:`RoadOptions` is a base of
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +132,12 @@ def road_prepare(images: torch.Tensor, ranks: Mapping[str, torch.Tensor],
         part = jobs[start: start + chunk]
         bs = torch.tensor([b for _, b, _ in part], device=dev)
         removed = torch.stack([masks[m][i][b] for m, b, i in part]).to(dev)
-        imputed, _ = linear_impute(images[bs], removed)
+        imputed, info = linear_impute(images[bs], removed)
+        if not info.converged:
+            worst = float(info.residual.max()) if info.residual is not None else float("nan")
+            warnings.warn(f"ROAD imputation stopped at relative residual {worst:.2e} after "
+                          f"{info.iterations} CG iterations (tolerance 1e-6)", RuntimeWarning,
+                          stacklevel=2)
         if fields is not None:
             idx = torch.tensor([i for _, _, i in part], device=dev)
             imputed = imputed + noise * fields[idx] * removed[:, None].to(imputed.dtype)
