@@ -31,7 +31,6 @@ import statistics
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +41,14 @@ import paperlib
 from paperlib.cam import GRADIENT_METHODS
 from paperlib.imputation import linear_impute
 from paperlib.masking import masked_inputs, pixel_ranks
-from paperlib.metrics import MetricConfig, ScoringContext, score_inputs
+from paperlib.metrics import MetricConfig, Road, ScoringContext, score_inputs
 from paperlib.perf import CHUNK_SIZE, clock, configure_malloc
-from paperlib.road import Road, RoadOptions, road_removed
+from paperlib.road import road_removed
 
 PERCENTILES = tuple(range(10, 100, 10))
 
 
-@dataclass
-class _Config(MetricConfig, RoadOptions):
-    """MetricConfig with the ROAD options (until metrics.py composes them)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.check_road()
+_Config = MetricConfig
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -20,8 +20,9 @@ reference. :func:`evaluate_batch` loops over the records; the row schema
 (:data:`paperlib.tables.CLAIMS`), the tables' cells, the command line's and the precision study's
 columns read them. The kit's read-outs:
 
-* :class:`SoftMap` (Table 3), :class:`TopK` (Table 4) and :class:`Curves` (RISE's deletion /
-  insertion), registered in that order.
+* :class:`SoftMap` (Table 3), :class:`TopK` (Table 4), :class:`Curves` (RISE's deletion /
+  insertion) and :class:`Road` (ROAD, Rong et al. 2022; off unless ``road_percentiles`` are
+  given), registered in that order.
 
 Each formula is implemented once, here, per image (:func:`drop_terms`, :func:`increase_terms`,
 :func:`curve_auc`); the tables average these per-image terms, and the tests check them.
@@ -54,6 +55,19 @@ from .masking import (
     pixel_ranks,
 )
 from .perf import CHUNK_SIZE
+from .road import (
+    COMBINED,
+    LERF,
+    MORF,
+    RoadOptions,
+    check_road_options,
+    road_column,
+    road_copies,
+    road_prepare,
+    road_removed,
+    road_scores,
+)
+from .road import TABLE as ROAD_TABLE
 
 __all__ = [
     "FRACTIONS",
@@ -67,6 +81,8 @@ __all__ = [
     "MaskingOptions",
     "MetricConfig",
     "Readout",
+    "Road",
+    "RoadOptions",
     "ScoringContext",
     "SoftMap",
     "TopK",
@@ -195,15 +211,16 @@ class CurveOptions:
 
 
 @dataclass
-class MetricConfig(CurveOptions, TopOptions, MaskingOptions):
+class MetricConfig(RoadOptions, CurveOptions, TopOptions, MaskingOptions):
     """How explanations are scored (recorded with every result).
 
     Composed like :class:`paperlib.cam.ExplainOptions` composes the methods' options: its fields
     are the masking's (:class:`MaskingOptions`: ``fill``), each read-out's options dataclass
-    (:class:`TopOptions`: ``fractions``, :class:`CurveOptions`: ``curve_steps``; a read-out's
-    options dataclass is a base of this class, so its fields are flat settings, unique across
-    read-outs: a new read-out with options adds its dataclass to these bases) and the forwards'
-    own below. :meth:`key` is derived from the fields: every field
+    (:class:`TopOptions`: ``fractions``, :class:`CurveOptions`: ``curve_steps``,
+    :class:`paperlib.road.RoadOptions`: ``road_percentiles``, ``road_noise``, ``road_seed``; a
+    read-out's options dataclass is a base of this class, so its fields are flat settings,
+    unique across read-outs: a new read-out with options adds its dataclass to these bases) and
+    the forwards' own below. :meth:`key` is derived from the fields: every field
     is in it except those marked :data:`NO_NUMBER` (``chunk_size``).
 
     ``precision`` and ``compile`` choose how the masked copies go through the black box
@@ -233,13 +250,17 @@ class MetricConfig(CurveOptions, TopOptions, MaskingOptions):
         bad = [k for k in self.fractions if not 0 < k <= 100]
         if bad:
             raise ValueError(f"fractions are percentages in (0, 100]; got {bad}")
+        check_road_options(self)   # road_percentiles in (0, 100), road_noise >= 0, road_seed >= 0
 
     def key(self) -> dict[str, Any]:
         """What determines the numbers: every field not marked :data:`NO_NUMBER`, as JSON
         values (tuples as lists, a fill by :func:`paperlib.masking.fill_key`); plus
-        ``readouts`` (their names) when the registered read-outs are not the kit's own."""
+        ``readouts`` (their names) when the registered read-outs are not the kit's own. The ROAD
+        fields are left out while ROAD is off (``road_percentiles=()``), so that the keys of
+        results without ROAD are what they were before it."""
+        off = set() if self.road_percentiles else {f.name for f in dataclasses.fields(RoadOptions)}
         out = {f.name: _key_value(getattr(self, f.name)) for f in dataclasses.fields(self)
-               if not f.metadata.get("changes_no_number")}
+               if not f.metadata.get("changes_no_number") and f.name not in off}
         if tuple(READOUTS) != KIT_READOUTS:
             out["readouts"] = list(READOUTS)
         return out
@@ -647,9 +668,100 @@ class Curves(Readout):
         return out
 
 
+class Road(Readout):
+    """ROAD (RemOve And Debias; Rong et al., "A Consistent and Efficient Evaluation Strategy
+    for Attribution Methods", ICML 2022): pixels are removed by rank and *imputed* -- noisy
+    linear imputation (:func:`paperlib.imputation.linear_impute`: each removed pixel is the
+    1/6-edge, 1/12-corner weighted mean of its 8 neighbours, known pixels kept; then
+    N(0, ``road_noise``^2) on the removed pixels) -- so that the removal's shape leaks no class
+    information, and the black box is asked again.
+
+    Defaults (:class:`RoadOptions`): ``road_percentiles=()`` (off: no columns, no copies; Rong
+    et al. and pytorch-grad-cam use 10, 20, ..., 90), ``road_noise=0.01``, ``road_seed=0``.
+
+    For each p of ``road_percentiles`` and each order: ``road_morf_<p>`` = p(target | the
+    ``round(p/100 * H*W)`` most salient pixels removed and imputed) (most relevant first: lower
+    is better) and ``road_lerf_<p>`` the same with the least salient removed (higher is better);
+    ranks by :func:`paperlib.masking.pixel_ranks` (ties by pixel index). ``road_morf`` and
+    ``road_lerf`` are their means over p, and ``road_combined = (road_lerf - road_morf) / 2``
+    (higher is better): pytorch-grad-cam's ``ROADCombined`` (its mean over p of the LeRF minus
+    the MoRF probability change, halved; the clean probability Y cancels). Rong et al. report
+    MoRF and LeRF separately (accuracy against the fraction removed); the combination is
+    pytorch-grad-cam's.
+
+    Differences from pytorch-grad-cam's ``ROADMostRelevantFirst`` / ``LeastRelevantFirst``:
+    its "percentile p" removes the pixels at or above the map's p-th percentile, i.e. (100 - p)%
+    of them (ties: all of them); here p is the percentage removed, exactly (over 10..90 the means
+    are the same set). It imputes the normalised tensor, so its noise 0.01 is about 0.0023 in
+    [0, 1] units (ImageNet std ~0.225); the linear part is the same (the weights of a row sum to
+    one, so it commutes with a per-channel affine normalisation). It scores with the target
+    function it is given; here the softmax probability, as every read-out of the kit.
+
+    The noise of copy (order, p) is one field per copy (:func:`road_noise_fields`,
+    ``road_seed``), the same for every image and method (common random numbers: reproducible
+    whatever the batch, and method differences are not noise). :meth:`prepare` imputes every
+    copy of every method's maps of the batch (:func:`road_prepare`, batched solves of
+    :data:`IMPUTE_CHUNK` images); they are held until the batch is scored: B x methods x 2 x
+    len(percentiles) float32 images (16 images x 5 methods x 18 copies of 224 x 224: 0.87 GB).
+    """
+
+    name = "road"
+    label = "ROAD (Rong et al. 2022)"
+    options = RoadOptions
+
+    def columns(self, config: MetricConfig) -> list[Column]:
+        ps = tuple(getattr(config, "road_percentiles", ()))
+        if not ps:
+            return []
+        cols = [Column(road_column(MORF, p), f"ROAD MoRF, {p}% removed", LOWER) for p in ps]
+        cols += [Column(road_column(LERF, p), f"ROAD LeRF, {p}% removed", HIGHER) for p in ps]
+        return cols + [
+            Column(road_column(MORF), "ROAD MoRF (mean over %)", LOWER, table=ROAD_TABLE),
+            Column(road_column(LERF), "ROAD LeRF (mean over %)", HIGHER, table=ROAD_TABLE),
+            Column(COMBINED, "ROAD combined ((LeRF - MoRF) / 2)", HIGHER, table=ROAD_TABLE)]
+
+    def copies(self, config: MetricConfig) -> Sequence[Hashable]:
+        return road_copies(getattr(config, "road_percentiles", ()))
+
+    def prepare(self, ctx: ScoringContext) -> dict[tuple[str, int, tuple[str, int]],
+                                                    torch.Tensor] | None:
+        cfg = ctx.config
+        copies = road_copies(getattr(cfg, "road_percentiles", ()))
+        if not copies:
+            return None
+        return road_prepare(ctx.images, ctx.ranks, copies, float(cfg.road_noise),
+                            int(cfg.road_seed))
+
+    def mask(self, ctx: ScoringContext, method: str, b: int,
+             copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The kept pixels as the mask and the imputed image as the copy's own fill:
+        ``x * M + imputed * (1 - M)`` is the imputed image exactly (they agree where M = 1)."""
+        assert isinstance(copy, tuple)
+        order, p = copy
+        imputed = ctx.prepared[self.name][(method, b, copy)]
+        removed = road_removed(ctx.ranks[method][b: b + 1], order, p, ctx.shape)[0]
+        return (1.0 - removed).to(ctx.images.device), imputed
+
+    def score(self, ctx: ScoringContext, method: str, scored: Scored,
+              shared: np.ndarray | None) -> dict[str, np.ndarray]:
+        ps = tuple(getattr(ctx.config, "road_percentiles", ()))
+        if not ps:
+            return {}
+        probs: dict[tuple[str, int], np.ndarray] = {}
+        for c, v in scored.items():
+            assert isinstance(c, tuple)
+            probs[(str(c[0]), int(c[1]))] = v[0]
+        return road_scores(ps, probs)
+
+    def rows(self, Y: np.ndarray, r: Mapping[str, np.ndarray],
+             config: MetricConfig) -> dict[str, np.ndarray]:
+        return {c.name: r[c.name] for c in self.columns(config)}
+
+
 register_readout(SoftMap())
 register_readout(TopK())
 register_readout(Curves())
+register_readout(Road())
 #: The kit's own read-outs (a results key names the read-outs only when they differ).
 KIT_READOUTS = tuple(READOUTS)
 

@@ -1,16 +1,18 @@
 """ROAD: RemOve And Debias (Rong et al., "A Consistent and Efficient Evaluation Strategy for
 Attribution Methods", ICML 2022), a read-out record for :mod:`paperlib.metrics`.
 
-Off by default (``road_percentiles=()``: no columns, no copies). Not registered here: it is
-registered by :mod:`paperlib.metrics` once :class:`RoadOptions` is a base of
-:class:`paperlib.metrics.MetricConfig`, or by a test with a config class that has it.
+The read-out record itself, :class:`paperlib.metrics.Road`, lives with the kit's other read-outs
+(registered after :class:`paperlib.metrics.Curves`; off by default, ``road_percentiles=()``: no
+columns, no copies); here are its options (a base of :class:`paperlib.metrics.MetricConfig`)
+and the work it does, which imports nothing above :mod:`paperlib.imputation` and
+:mod:`paperlib.masking`.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +21,8 @@ import torch
 
 from .imputation import linear_impute
 from .masking import n_pixels
-from .metrics import HIGHER, LOWER, Column, MetricConfig, Readout, Scored, ScoringContext
 
-__all__ = ["COMBINED", "IMPUTE_CHUNK", "LERF", "MORF", "ORDERS", "Road", "RoadOptions",
+__all__ = ["COMBINED", "IMPUTE_CHUNK", "LERF", "MORF", "ORDERS", "RoadOptions",
            "check_road_options", "road_column", "road_copies", "road_noise_fields",
            "road_prepare", "road_removed", "road_scores"]
 
@@ -40,7 +41,7 @@ COMBINED = "road_combined"
 
 @dataclass
 class RoadOptions:
-    """Options of the ROAD read-out (:class:`Road`).
+    """Options of the ROAD read-out (:class:`paperlib.metrics.Road`).
 
     ``road_percentiles``: the percentages of pixels removed (each in (0, 100)); ``()`` (default):
     no ROAD. Rong et al. and pytorch-grad-cam use 10, 20, ..., 90. ``road_noise``: the standard
@@ -156,88 +157,3 @@ def road_scores(percentiles: Sequence[int], probs: Mapping[tuple[str, int], np.n
         r[road_column(o)] = np.mean([r[road_column(o, p)] for p in percentiles], axis=0)
     r[COMBINED] = (r[road_column(LERF)] - r[road_column(MORF)]) / 2.0
     return r
-
-
-class Road(Readout):
-    """ROAD (RemOve And Debias; Rong et al., "A Consistent and Efficient Evaluation Strategy
-    for Attribution Methods", ICML 2022): pixels are removed by rank and *imputed* -- noisy
-    linear imputation (:func:`paperlib.imputation.linear_impute`: each removed pixel is the
-    1/6-edge, 1/12-corner weighted mean of its 8 neighbours, known pixels kept; then
-    N(0, ``road_noise``^2) on the removed pixels) -- so that the removal's shape leaks no class
-    information, and the black box is asked again.
-
-    Defaults (:class:`RoadOptions`): ``road_percentiles=()`` (off: no columns, no copies; Rong
-    et al. and pytorch-grad-cam use 10, 20, ..., 90), ``road_noise=0.01``, ``road_seed=0``.
-
-    For each p of ``road_percentiles`` and each order: ``road_morf_<p>`` = p(target | the
-    ``round(p/100 * H*W)`` most salient pixels removed and imputed) (most relevant first: lower
-    is better) and ``road_lerf_<p>`` the same with the least salient removed (higher is better);
-    ranks by :func:`paperlib.masking.pixel_ranks` (ties by pixel index). ``road_morf`` and
-    ``road_lerf`` are their means over p, and ``road_combined = (road_lerf - road_morf) / 2``
-    (higher is better): pytorch-grad-cam's ``ROADCombined`` (its mean over p of the LeRF minus
-    the MoRF probability change, halved; the clean probability Y cancels). Rong et al. report
-    MoRF and LeRF separately (accuracy against the fraction removed); the combination is
-    pytorch-grad-cam's.
-
-    Differences from pytorch-grad-cam's ``ROADMostRelevantFirst`` / ``LeastRelevantFirst``:
-    its "percentile p" removes the pixels at or above the map's p-th percentile, i.e. (100 - p)%
-    of them (ties: all of them); here p is the percentage removed, exactly (over 10..90 the means
-    are the same set). It imputes the normalised tensor, so its noise 0.01 is about 0.0023 in
-    [0, 1] units (ImageNet std ~0.225); the linear part is the same (the weights of a row sum to
-    one, so it commutes with a per-channel affine normalisation). It scores with the target
-    function it is given; here the softmax probability, as every read-out of the kit.
-
-    The noise of copy (order, p) is one field per copy (:func:`road_noise_fields`,
-    ``road_seed``), the same for every image and method (common random numbers: reproducible
-    whatever the batch, and method differences are not noise). :meth:`prepare` imputes every
-    copy of every method's maps of the batch (:func:`road_prepare`, batched solves of
-    :data:`IMPUTE_CHUNK` images); they are held until the batch is scored: B x methods x 2 x
-    len(percentiles) float32 images (16 images x 5 methods x 18 copies of 224 x 224: 0.87 GB).
-    """
-
-    name = "road"
-    label = "ROAD (Rong et al. 2022)"
-    options = RoadOptions
-
-    def columns(self, config: MetricConfig) -> list[Column]:
-        ps = tuple(getattr(config, "road_percentiles", ()))
-        if not ps:
-            return []
-        cols = [Column(road_column(MORF, p), f"ROAD MoRF, {p}% removed", LOWER) for p in ps]
-        cols += [Column(road_column(LERF, p), f"ROAD LeRF, {p}% removed", HIGHER) for p in ps]
-        return cols + [
-            Column(road_column(MORF), "ROAD MoRF (mean over %)", LOWER, table=TABLE),
-            Column(road_column(LERF), "ROAD LeRF (mean over %)", HIGHER, table=TABLE),
-            Column(COMBINED, "ROAD combined ((LeRF - MoRF) / 2)", HIGHER, table=TABLE)]
-
-    def copies(self, config: MetricConfig) -> Sequence[Hashable]:
-        return road_copies(getattr(config, "road_percentiles", ()))
-
-    def prepare(self, ctx: ScoringContext) -> dict[tuple[str, int, Hashable], torch.Tensor] | None:
-        cfg = ctx.config
-        copies = road_copies(getattr(cfg, "road_percentiles", ()))
-        if not copies:
-            return None
-        return road_prepare(ctx.images, ctx.ranks, copies, float(cfg.road_noise),
-                            int(cfg.road_seed))
-
-    def mask(self, ctx: ScoringContext, method: str, b: int,
-             copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The kept pixels as the mask and the imputed image as the copy's own fill:
-        ``x * M + imputed * (1 - M)`` is the imputed image exactly (they agree where M = 1)."""
-        assert isinstance(copy, tuple)
-        order, p = copy
-        imputed = ctx.prepared[self.name][(method, b, copy)]
-        removed = road_removed(ctx.ranks[method][b: b + 1], order, p, ctx.shape)[0]
-        return (1.0 - removed).to(ctx.images.device), imputed
-
-    def score(self, ctx: ScoringContext, method: str, scored: Scored,
-              shared: np.ndarray | None) -> dict[str, np.ndarray]:
-        ps = tuple(getattr(ctx.config, "road_percentiles", ()))
-        if not ps:
-            return {}
-        return road_scores(ps, {c: v[0] for c, v in scored.items()})
-
-    def rows(self, Y: np.ndarray, r: Mapping[str, np.ndarray],
-             config: MetricConfig) -> dict[str, np.ndarray]:
-        return {c.name: r[c.name] for c in self.columns(config)}

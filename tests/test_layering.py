@@ -32,10 +32,10 @@ LAYERS: dict[int, tuple[str, ...]] = {
     0: ("paths", "schema", "paper_reference", "stats", "power", "progress", "distributed",
         "fingerprint", "atomic", "verdicts", "goals", "formatting", "errors", "literature"),
     # the machine, the hooks, masks, the fast metric forwards, images
-    1: ("perf", "hooks", "masking", "forward", "data", "userdata", "blackbox"),
+    1: ("perf", "hooks", "masking", "forward", "data", "userdata", "blackbox", "imputation"),
     # maps: the method registry and its methods; the black boxes' zoo (models imports wrap,
     # wrap only blackbox)
-    2: ("cam", "attention", "controls", "opticam", "wrap", "models"),
+    2: ("cam", "attention", "controls", "opticam", "wrap", "models", "road"),
     # scores of the maps
     3: ("metrics",),
     # the SQLite store, the run ledger, the evaluation loop

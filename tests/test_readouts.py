@@ -277,13 +277,14 @@ def toy_readout():
 
 def test_a_toy_readout_flows_through_rows_a_table_and_the_claim_check(toy_readout, lite0,
                                                                      sample_dataset, tmp_path):
-    assert list(metrics.READOUTS) == ["soft", "top", "curves", "toy-grey-top3"]
+    assert list(metrics.READOUTS) == ["soft", "top", "curves", "road", "toy-grey-top3"]
     assert metrics.READOUTS[toy_readout].doc.startswith("Toy: Average Drop of the top-3% mask")
     assert tables.CLAIMS["drop_toy"] == ("Average Drop, top 3% on grey", -1)
     settings = evaluation.EvalSettings.from_parameters(dict(
         methods=("gradcam", "gradcampp", "attention-fixed"), n_images=4, curve_steps=0,
         fractions=(20,), batch_size=4))
-    assert settings.key()["metrics"]["readouts"] == ["soft", "top", "curves", "toy-grey-top3"]
+    assert settings.key()["metrics"]["readouts"] == ["soft", "top", "curves", "road",
+                                                     "toy-grey-top3"]
     run = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False)
     frame = run.frame
     assert list(frame.columns)[-2:] == ["O_toy", "drop_toy"]
@@ -418,7 +419,8 @@ def test_the_key_is_derived_from_the_fields():
     import dataclasses
 
     names = [f.name for f in dataclasses.fields(MetricConfig)]
-    assert names == ["fill", "fractions", "curve_steps", "chunk_size", "precision", "compile"]
+    assert names == ["fill", "fractions", "curve_steps", "road_percentiles", "road_noise",
+                     "road_seed", "chunk_size", "precision", "compile"]
     assert MetricConfig().key() == {"fill": "black", "fractions": [5, 10, 20, 25, 50],
                                     "curve_steps": 16, "precision": "fp32", "compile": False}
     assert MetricConfig(chunk_size=3).key() == MetricConfig().key()
@@ -427,6 +429,9 @@ def test_the_key_is_derived_from_the_fields():
     assert MetricConfig(fractions=[50]).key()["fractions"] == [50]
     assert isinstance(MetricConfig(), metrics.TopOptions)
     assert isinstance(MetricConfig(), metrics.CurveOptions)
+    # ROAD's fields enter the key only when it is on (results without it keep their keys)
+    assert MetricConfig(road_percentiles=(50,)).key()["road_percentiles"] == [50]
+    assert MetricConfig(road_noise=0.5).key() == MetricConfig().key()
 
 
 # ---------------------------------------------------------------------------------------------
