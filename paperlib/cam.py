@@ -74,8 +74,10 @@ class NoOptions:
 
 
 #: A method's role in the paper's comparison: one of its four baselines, a reading of its
-#: method (compared against every baseline by the claim check), or a method beyond the paper.
-ROLES = ("baseline", "variant", "extra")
+#: method (compared against every baseline by the claim check), a method beyond the paper, or a
+#: control map with no information about the black box (:mod:`paperlib.controls`: evaluated
+#: like every method, never counted as a baseline; every other method is checked against them).
+ROLES = ("baseline", "variant", "extra", "control")
 
 
 @dataclass(frozen=True)
@@ -115,13 +117,16 @@ class MethodSpec:
             :func:`explain` and of the evaluation settings, so they are unique across methods
             (a field two methods share, like ``checkpoint``, must mean the same for both).
         label: display name (tables, figures, benchmark).
-        role: ``baseline`` / ``variant`` / ``extra`` (:data:`ROLES`).
+        role: ``baseline`` / ``variant`` / ``extra`` / ``control`` (:data:`ROLES`).
         gradient_only: computed from the single pass's (A, g) alone.
         extra_forwards: needs image forwards beyond the shared pass (they are counted).
         paper: the column of the paper's tables this method stands beside
             (:data:`paperlib.paper_reference.PAPER_COLUMNS`; every reading of the paper's method
             stands beside ``ours``), or ``None``.
         files: the files its maps depend on (:class:`MethodFiles`), or ``None``.
+        studies: the cheap studies that rerun the evaluation under other protocols
+            (:mod:`paperlib.protocol`) run it too; ``False`` for a method whose cost would
+            dominate them (a per-image optimisation such as Opti-CAM).
     """
 
     name: str
@@ -133,6 +138,7 @@ class MethodSpec:
     extra_forwards: bool
     paper: str | None = None
     files: MethodFiles | None = None
+    studies: bool = True
 
     @property
     def doc(self) -> str:
@@ -144,7 +150,7 @@ class MethodSpec:
 #: readings). They import this module, so it cannot import them at its top; the registry imports
 #: them on its first read instead, so that ``from paperlib.cam import METHODS`` (or
 #: :func:`default_methods`) sees every method whatever was imported before.
-BUILTIN_METHOD_MODULES = ("paperlib.attention",)
+BUILTIN_METHOD_MODULES = ("paperlib.attention", "paperlib.opticam", "paperlib.controls")
 
 
 class _Registry(dict[str, "MethodSpec"]):
@@ -206,8 +212,8 @@ GRADIENT_METHODS: list[str] = []
 
 def register_method(name: str, *, label: str, role: str = "extra", options: type = NoOptions,
                     gradient_only: bool = False, extra_forwards: bool = False,
-                    paper: str | None = None, files: MethodFiles | None = None
-                    ) -> Callable[[Callable[[Pass, Any], torch.Tensor]],
+                    paper: str | None = None, files: MethodFiles | None = None,
+                    studies: bool = True) -> Callable[[Callable[[Pass, Any], torch.Tensor]],
                                   Callable[[Pass, Any], torch.Tensor]]:
     """Decorator adding a method to :data:`METHODS`. Registering a name twice is an error.
 
@@ -246,7 +252,7 @@ def register_method(name: str, *, label: str, role: str = "extra", options: type
     def deco(fn: Callable[[Pass, Any], torch.Tensor]) -> Callable[[Pass, Any], torch.Tensor]:
         column = "ours" if paper is None and role == "variant" else paper
         METHODS[name] = MethodSpec(name, fn, options, label, role, gradient_only, extra_forwards,
-                                   column, files)
+                                   column, files, bool(studies))
         if gradient_only:
             GRADIENT_METHODS.append(name)
         return fn
@@ -314,7 +320,8 @@ def method_names(role: str | None = None) -> tuple[str, ...]:
 
 
 def default_methods() -> tuple[str, ...]:
-    """Every registered method, the paper's baselines first, then its variants, then the rest."""
+    """Every registered method, the paper's baselines first, then its variants, then the rest,
+    then the controls (:data:`ROLES`' order)."""
     return tuple(n for role in ROLES for n in method_names(role))
 
 

@@ -45,8 +45,8 @@ from .perf import clock
 from .progress import progress as progress_bar
 from .runs import ResultsCache
 
-__all__ = ["EvalSettings", "Evaluation", "measure_floor", "paper_baselines", "pending_batches",
-           "run_evaluation", "variants"]
+__all__ = ["EvalSettings", "Evaluation", "control_methods", "measure_floor", "paper_baselines",
+           "pending_batches", "run_evaluation", "variants"]
 
 TARGETS = ("predicted", "label")
 
@@ -59,6 +59,11 @@ def paper_baselines() -> tuple[str, ...]:
 def variants() -> tuple[str, ...]:
     """Every registered reading of the paper's method (role ``variant``)."""
     return method_names("variant")
+
+
+def control_methods() -> tuple[str, ...]:
+    """Every registered control map (role ``control``, :mod:`paperlib.controls`)."""
+    return method_names("control")
 
 
 @dataclass

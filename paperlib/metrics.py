@@ -20,8 +20,9 @@ reference. :func:`evaluate_batch` loops over the records; the row schema
 (:data:`paperlib.tables.CLAIMS`), the tables' cells, the command line's and the precision study's
 columns read them. The kit's read-outs:
 
-* :class:`SoftMap` (Table 3), :class:`TopK` (Table 4) and :class:`Curves` (RISE's deletion /
-  insertion), registered in that order.
+* :class:`SoftMap` (Table 3), :class:`TopK` (Table 4), :class:`Curves` (RISE's deletion /
+  insertion) and :class:`Road` (ROAD, Rong et al. 2022; off unless ``road_percentiles`` are
+  given), registered in that order.
 
 Each formula is implemented once, here, per image (:func:`drop_terms`, :func:`increase_terms`,
 :func:`curve_auc`); the tables average these per-image terms, and the tests check them.
@@ -54,6 +55,19 @@ from .masking import (
     pixel_ranks,
 )
 from .perf import CHUNK_SIZE
+from .road import (
+    COMBINED,
+    LERF,
+    MORF,
+    RoadOptions,
+    check_road_options,
+    road_column,
+    road_copies,
+    road_prepare,
+    road_removed,
+    road_scores,
+)
+from .road import TABLE as ROAD_TABLE
 
 __all__ = [
     "FRACTIONS",
@@ -67,14 +81,18 @@ __all__ = [
     "MaskingOptions",
     "MetricConfig",
     "Readout",
+    "Road",
+    "RoadOptions",
     "ScoringContext",
     "SoftMap",
     "TopK",
     "TopOptions",
     "average_drop",
+    "average_gain",
     "curve_auc",
     "drop_terms",
     "evaluate_batch",
+    "gain_terms",
     "image_rows",
     "increase",
     "increase_terms",
@@ -102,6 +120,21 @@ def increase_terms(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -
     return 100.0 * (Y < O).astype(np.float64)
 
 
+def gain_terms(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Average Gain's per-image term: max(0, O - Y) / (1 - Y) * 100, in float64.
+
+    Average Gain (Zhang et al., "Opti-CAM: Optimizing saliency maps for interpretability",
+    CVIU 248, 2024, Sec. 5) is Average Drop's counterpart: the gain in the target's probability
+    that the masked image brings, relative to the room left above Y. A map that keeps the whole
+    image (Fake-CAM) has O close to Y and a gain close to 0. Y = 1 (no room) gives 0.
+    """
+    Y, O = np.asarray(Y, dtype=np.float64), np.asarray(O, dtype=np.float64)
+    room = 1.0 - Y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(room > 0, np.maximum(0.0, O - Y) / np.where(room > 0, room, 1.0), 0.0)
+    return out * 100.0
+
+
 def average_drop(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
     """Eq. 8: mean(max(0, Y - O) / Y) * 100 (the mean of :func:`drop_terms`)."""
     return float(np.mean(drop_terms(Y, O)))
@@ -110,6 +143,11 @@ def average_drop(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> 
 def increase(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
     """Eq. 9: mean(1[Y < O]) * 100 (the mean of :func:`increase_terms`)."""
     return float(np.mean(increase_terms(Y, O)))
+
+
+def average_gain(Y: np.ndarray | torch.Tensor, O: np.ndarray | torch.Tensor) -> float:
+    """Average Gain: mean(max(0, O - Y) / (1 - Y)) * 100 (the mean of :func:`gain_terms`)."""
+    return float(np.mean(gain_terms(Y, O)))
 
 
 def curve_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
@@ -173,15 +211,16 @@ class CurveOptions:
 
 
 @dataclass
-class MetricConfig(CurveOptions, TopOptions, MaskingOptions):
+class MetricConfig(RoadOptions, CurveOptions, TopOptions, MaskingOptions):
     """How explanations are scored (recorded with every result).
 
     Composed like :class:`paperlib.cam.ExplainOptions` composes the methods' options: its fields
     are the masking's (:class:`MaskingOptions`: ``fill``), each read-out's options dataclass
-    (:class:`TopOptions`: ``fractions``, :class:`CurveOptions`: ``curve_steps``; a read-out's
-    options dataclass is a base of this class, so its fields are flat settings, unique across
-    read-outs: a new read-out with options adds its dataclass to these bases) and the forwards'
-    own below. :meth:`key` is derived from the fields: every field
+    (:class:`TopOptions`: ``fractions``, :class:`CurveOptions`: ``curve_steps``,
+    :class:`paperlib.road.RoadOptions`: ``road_percentiles``, ``road_noise``, ``road_seed``; a
+    read-out's options dataclass is a base of this class, so its fields are flat settings,
+    unique across read-outs: a new read-out with options adds its dataclass to these bases) and
+    the forwards' own below. :meth:`key` is derived from the fields: every field
     is in it except those marked :data:`NO_NUMBER` (``chunk_size``).
 
     ``precision`` and ``compile`` choose how the masked copies go through the black box
@@ -211,13 +250,17 @@ class MetricConfig(CurveOptions, TopOptions, MaskingOptions):
         bad = [k for k in self.fractions if not 0 < k <= 100]
         if bad:
             raise ValueError(f"fractions are percentages in (0, 100]; got {bad}")
+        check_road_options(self)   # road_percentiles in (0, 100), road_noise >= 0, road_seed >= 0
 
     def key(self) -> dict[str, Any]:
         """What determines the numbers: every field not marked :data:`NO_NUMBER`, as JSON
         values (tuples as lists, a fill by :func:`paperlib.masking.fill_key`); plus
-        ``readouts`` (their names) when the registered read-outs are not the kit's own."""
+        ``readouts`` (their names) when the registered read-outs are not the kit's own. The ROAD
+        fields are left out while ROAD is off (``road_percentiles=()``), so that the keys of
+        results without ROAD are what they were before it."""
+        off = set() if self.road_percentiles else {f.name for f in dataclasses.fields(RoadOptions)}
         out = {f.name: _key_value(getattr(self, f.name)) for f in dataclasses.fields(self)
-               if not f.metadata.get("changes_no_number")}
+               if not f.metadata.get("changes_no_number") and f.name not in off}
         if tuple(READOUTS) != KIT_READOUTS:
             out["readouts"] = list(READOUTS)
         return out
@@ -276,6 +319,8 @@ class Column:
             a curve's points); the precision study groups by it.
         scale: the table shows the mean times this (probabilities as percentages).
         cell: the table's name for the cell (default: the column's name).
+        verdict: the verdict (the control check, the agreement between metrics, the README)
+            shows it beside the claims; every claim column is shown (needs a direction).
     """
 
     name: str
@@ -286,13 +331,15 @@ class Column:
     table: str | None = None
     scale: float = 1.0
     cell: str | None = None
+    verdict: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in (LOWER, HIGHER, NEITHER):
             raise ValueError(f"direction of column {self.name!r} must be -1, +1 or 0, got "
                              f"{self.direction!r}")
-        if self.claim and not self.direction:
-            raise ValueError(f"claim column {self.name!r} needs a direction (-1 or +1)")
+        if (self.claim or self.verdict) and not self.direction:
+            raise ValueError(f"claim or verdict column {self.name!r} needs a direction "
+                             "(-1 or +1)")
 
     @property
     def cell_name(self) -> str:
@@ -313,6 +360,8 @@ class ScoringContext:
     ranks: Mapping[str, torch.Tensor]      # method -> (B, H*W), 0 = most salient
     config: MetricConfig
     black_box_mean: Sequence[float] | None = None
+    #: what each read-out's :meth:`Readout.prepare` computed for this batch, by read-out name
+    prepared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -342,8 +391,9 @@ class Readout:
     * :meth:`columns`: the per-image row columns it writes, given the settings;
     * :meth:`copies`: the masked copies it needs per (method, image), one hashable id each, in
       the order they are forwarded, and :meth:`mask`: each copy's mask (and its fill, ``None``
-      for the run's fill); :meth:`shared`: images it needs scored once per image, whatever the
-      method (e.g. the curves' endpoints);
+      for the run's fill); :meth:`prepare`: batch-wide work before the copies are built;
+      :meth:`shared`: images it needs scored once per image, whatever the method (e.g. the
+      curves' endpoints);
     * :meth:`score`: the copies' probabilities -> per-method arrays (``BatchScores.per_method``)
       and :meth:`rows`: those arrays -> the per-image values of :meth:`columns`.
     """
@@ -370,6 +420,12 @@ class Readout:
 
     def copies(self, config: MetricConfig) -> Sequence[Hashable]:
         return ()
+
+    def prepare(self, ctx: ScoringContext) -> Any:
+        """Work done once per batch before any copy is built (e.g. every copy's fill image at
+        once, batched on the images' device); the result is ``ctx.prepared[name]`` (default:
+        ``None``, nothing)."""
+        return None
 
     def mask(self, ctx: ScoringContext, method: str, b: int,
              copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -423,7 +479,9 @@ def _o_drop_increase(tag: str, what: str, table: str, scale: float = 1.0,
     return [Column(schema.score(tag), f"mean O, {what}", table=table, scale=scale),
             Column(schema.drop(tag), f"Average Drop, {what}", LOWER, claim=claim_drop,
                    table=table),
-            Column(schema.increase(tag), f"% Increase, {what}", HIGHER, table=table)]
+            Column(schema.increase(tag), f"% Increase, {what}", HIGHER, table=table),
+            Column(schema.gain(tag), f"Average Gain, {what}", HIGHER, table=table,
+                   verdict=claim_drop)]
 
 
 class SoftMap(Readout):
@@ -431,7 +489,9 @@ class SoftMap(Readout):
 
     Per image: O_soft = p(target | x * M + fill * (1 - M)); drop_soft = max(0, Y - O) / Y * 100
     (Average Drop, Eq. 8, Chattopadhyay et al. 2018) and increase_soft = 1[Y < O] * 100
-    (% Increase, Eq. 9); the table's cells are their means over images.
+    (% Increase, Eq. 9) and gain_soft = max(0, O - Y) / (1 - Y) * 100 (Average Gain, Zhang et
+    al. 2024: the counterpart that a map keeping the whole image fails); the table's cells are
+    their means over images.
     """
 
     name = "soft"
@@ -441,7 +501,9 @@ class SoftMap(Readout):
                Column(schema.drop(schema.SOFT), "Average Drop", LOWER, claim=True,
                       table="Table 3", cell="avg_drop"),
                Column(schema.increase(schema.SOFT), "% Increase", HIGHER, claim=True,
-                      table="Table 3", cell="increase"))
+                      table="Table 3", cell="increase"),
+               Column(schema.gain(schema.SOFT), "Average Gain", HIGHER, table="Table 3",
+                      cell="avg_gain", verdict=True))
 
     def columns(self, config: MetricConfig) -> list[Column]:
         return list(self.COLUMNS)
@@ -465,7 +527,7 @@ class SoftMap(Readout):
 def _terms(Y: np.ndarray, r: Mapping[str, np.ndarray], tag: str) -> dict[str, np.ndarray]:
     O = r[schema.score(tag)]
     return {schema.score(tag): O, schema.drop(tag): drop_terms(Y, O),
-            schema.increase(tag): increase_terms(Y, O)}
+            schema.increase(tag): increase_terms(Y, O), schema.gain(tag): gain_terms(Y, O)}
 
 
 class TopK(Readout):
@@ -474,7 +536,8 @@ class TopK(Readout):
 
     ``round(k/100 * H*W)`` pixels are kept; ties are broken by pixel index (row-major, lower
     first). Per image and k: O_top<k>, drop_top<k> (Eq. 8's term), increase_top<k> (Eq. 9's
-    term) and agree_top<k> = 100 * 1[argmax p(. | E) = target] (top-1 agreement).
+    term), gain_top<k> (Average Gain's term, :func:`gain_terms`) and
+    agree_top<k> = 100 * 1[argmax p(. | E) = target] (top-1 agreement).
     """
 
     name = "top"
@@ -491,10 +554,13 @@ class TopK(Readout):
         return cols
 
     def cells(self, config: MetricConfig) -> list[Column]:
-        """Table 4's order: read-out by read-out (:data:`paperlib.schema.READOUTS`), k by k."""
+        """Table 4's order: read-out by read-out (:data:`paperlib.schema.READOUTS`, Average
+        Gain after % Increase), k by k."""
         by_name = {c.name: c for c in self.columns(config)}
-        return [by_name[schema.readout(prefix, k)] for prefix in schema.READOUTS
-                for k in config.fractions]
+        names = [[schema.readout(prefix, k) for k in config.fractions]
+                 for prefix in schema.READOUTS]
+        names.insert(3, [schema.gain(schema.top(k)) for k in config.fractions])
+        return [by_name[n] for group in names for n in group]
 
     def copies(self, config: MetricConfig) -> Sequence[Hashable]:
         return tuple(config.fractions)
@@ -602,9 +668,100 @@ class Curves(Readout):
         return out
 
 
+class Road(Readout):
+    """ROAD (RemOve And Debias; Rong et al., "A Consistent and Efficient Evaluation Strategy
+    for Attribution Methods", ICML 2022): pixels are removed by rank and *imputed* -- noisy
+    linear imputation (:func:`paperlib.imputation.linear_impute`: each removed pixel is the
+    1/6-edge, 1/12-corner weighted mean of its 8 neighbours, known pixels kept; then
+    N(0, ``road_noise``^2) on the removed pixels) -- so that the removal's shape leaks no class
+    information, and the black box is asked again.
+
+    Defaults (:class:`RoadOptions`): ``road_percentiles=()`` (off: no columns, no copies; Rong
+    et al. and pytorch-grad-cam use 10, 20, ..., 90), ``road_noise=0.01``, ``road_seed=0``.
+
+    For each p of ``road_percentiles`` and each order: ``road_morf_<p>`` = p(target | the
+    ``round(p/100 * H*W)`` most salient pixels removed and imputed) (most relevant first: lower
+    is better) and ``road_lerf_<p>`` the same with the least salient removed (higher is better);
+    ranks by :func:`paperlib.masking.pixel_ranks` (ties by pixel index). ``road_morf`` and
+    ``road_lerf`` are their means over p, and ``road_combined = (road_lerf - road_morf) / 2``
+    (higher is better): pytorch-grad-cam's ``ROADCombined`` (its mean over p of the LeRF minus
+    the MoRF probability change, halved; the clean probability Y cancels). Rong et al. report
+    MoRF and LeRF separately (accuracy against the fraction removed); the combination is
+    pytorch-grad-cam's.
+
+    Differences from pytorch-grad-cam's ``ROADMostRelevantFirst`` / ``LeastRelevantFirst``:
+    its "percentile p" removes the pixels at or above the map's p-th percentile, i.e. (100 - p)%
+    of them (ties: all of them); here p is the percentage removed, exactly (over 10..90 the means
+    are the same set). It imputes the normalised tensor, so its noise 0.01 is about 0.0023 in
+    [0, 1] units (ImageNet std ~0.225); the linear part is the same (the weights of a row sum to
+    one, so it commutes with a per-channel affine normalisation). It scores with the target
+    function it is given; here the softmax probability, as every read-out of the kit.
+
+    The noise of copy (order, p) is one field per copy (:func:`road_noise_fields`,
+    ``road_seed``), the same for every image and method (common random numbers: reproducible
+    whatever the batch, and method differences are not noise). :meth:`prepare` imputes every
+    copy of every method's maps of the batch (:func:`road_prepare`, batched solves of
+    :data:`IMPUTE_CHUNK` images); they are held until the batch is scored: B x methods x 2 x
+    len(percentiles) float32 images (16 images x 5 methods x 18 copies of 224 x 224: 0.87 GB).
+    """
+
+    name = "road"
+    label = "ROAD (Rong et al. 2022)"
+    options = RoadOptions
+
+    def columns(self, config: MetricConfig) -> list[Column]:
+        ps = tuple(getattr(config, "road_percentiles", ()))
+        if not ps:
+            return []
+        cols = [Column(road_column(MORF, p), f"ROAD MoRF, {p}% removed", LOWER) for p in ps]
+        cols += [Column(road_column(LERF, p), f"ROAD LeRF, {p}% removed", HIGHER) for p in ps]
+        return cols + [
+            Column(road_column(MORF), "ROAD MoRF (mean over %)", LOWER, table=ROAD_TABLE),
+            Column(road_column(LERF), "ROAD LeRF (mean over %)", HIGHER, table=ROAD_TABLE),
+            Column(COMBINED, "ROAD combined ((LeRF - MoRF) / 2)", HIGHER, table=ROAD_TABLE)]
+
+    def copies(self, config: MetricConfig) -> Sequence[Hashable]:
+        return road_copies(getattr(config, "road_percentiles", ()))
+
+    def prepare(self, ctx: ScoringContext) -> dict[tuple[str, int, tuple[str, int]],
+                                                    torch.Tensor] | None:
+        cfg = ctx.config
+        copies = road_copies(getattr(cfg, "road_percentiles", ()))
+        if not copies:
+            return None
+        return road_prepare(ctx.images, ctx.ranks, copies, float(cfg.road_noise),
+                            int(cfg.road_seed))
+
+    def mask(self, ctx: ScoringContext, method: str, b: int,
+             copy: Hashable) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The kept pixels as the mask and the imputed image as the copy's own fill:
+        ``x * M + imputed * (1 - M)`` is the imputed image exactly (they agree where M = 1)."""
+        assert isinstance(copy, tuple)
+        order, p = copy
+        imputed = ctx.prepared[self.name][(method, b, copy)]
+        removed = road_removed(ctx.ranks[method][b: b + 1], order, p, ctx.shape)[0]
+        return (1.0 - removed).to(ctx.images.device), imputed
+
+    def score(self, ctx: ScoringContext, method: str, scored: Scored,
+              shared: np.ndarray | None) -> dict[str, np.ndarray]:
+        ps = tuple(getattr(ctx.config, "road_percentiles", ()))
+        if not ps:
+            return {}
+        probs: dict[tuple[str, int], np.ndarray] = {}
+        for c, v in scored.items():
+            assert isinstance(c, tuple)
+            probs[(str(c[0]), int(c[1]))] = v[0]
+        return road_scores(ps, probs)
+
+    def rows(self, Y: np.ndarray, r: Mapping[str, np.ndarray],
+             config: MetricConfig) -> dict[str, np.ndarray]:
+        return {c.name: r[c.name] for c in self.columns(config)}
+
+
 register_readout(SoftMap())
 register_readout(TopK())
 register_readout(Curves())
+register_readout(Road())
 #: The kit's own read-outs (a results key names the read-outs only when they differ).
 KIT_READOUTS = tuple(READOUTS)
 
@@ -616,7 +773,8 @@ def readout_facts(config: MetricConfig | None = None) -> list[dict[str, Any]]:
     cfg = config or MetricConfig()
     return [{"name": name, "label": r.label, "kit": name in KIT_READOUTS,
              "columns": [{"name": c.name, "label": c.label, "direction": c.direction,
-                          "claim": c.claim, "table": c.table} for c in r.columns(cfg)]}
+                          "claim": c.claim, "verdict": c.claim or c.verdict,
+                          "table": c.table} for c in r.columns(cfg)]}
             for name, r in READOUTS.items()]
 
 
@@ -677,6 +835,8 @@ def evaluate_batch(black_box: BlackBox, images: torch.Tensor, maps: Mapping[str,
                 forwards += len(extra) * B
                 shared[ro.name] = p.cpu().numpy().astype(np.float64)
         ctx.ranks = {m: pixel_ranks(mp.to(images.device)) for m, mp in maps.items()}
+        for ro in readouts:
+            ctx.prepared[ro.name] = ro.prepare(ctx)
         copies = {ro.name: ro.copies(cfg) for ro in readouts}
         jobs = [(ro, m, b, c) for m in maps for b in range(B) for ro in readouts
                 for c in copies[ro.name]]

@@ -15,6 +15,16 @@ group             files
                   :func:`paperlib.metrics.readout_facts`) and a ``readout_<name>`` table for
                   each registered read-out beyond the kit's three (:func:`tables.readout_table`)
 ``claims``        ``wilcoxon``, ``claims`` (when the run has a baseline and a variant)
+``controls``      ``controls``: every other method against the control maps on each verdict
+                  metric (:func:`tables.control_check`; when the run has a control)
+``agreement``     ``metric_agreement`` (Kendall's tau between every two verdict metrics' method
+                  rankings, image bootstrap), ``metric_reliability`` (split-half),
+                  ``metric_agreement.txt`` (the sentence) and, with ``figures``, the heat map
+                  ``metric_agreement.png`` / ``.pdf`` (:mod:`paperlib.agreement`; when the run
+                  has at least three methods)
+``calibration``   ``calibration``: other papers' published cells beside the kit's under the
+                  matching protocol (:mod:`paperlib.calibration`; the protocol study's rows
+                  when given, else the main run's)
 ``power``         ``power`` (same condition)
 ``run``           ``eval_speed.json``, ``eval_split.json`` (:func:`split_record`)
 ================  ============================================================================
@@ -37,9 +47,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import plots, power, protocol, tables
+from . import agreement, calibration, literature, plots, power, protocol, tables
 from .data import SPLITS, ImageDataset
-from .evaluation import EvalSettings, Evaluation, paper_baselines, variants
+from .evaluation import EvalSettings, Evaluation, control_methods, paper_baselines, variants
 from .metrics import readout_facts
 from .models import BlackBox
 from .report import READOUTS_FILE, readout_table_name
@@ -48,7 +58,8 @@ __all__ = ["CELL_GROUPS", "GROUPS", "Outputs", "Studies", "run_studies", "split_
            "split_record", "write_evaluation"]
 
 #: Every file group :func:`write_evaluation` knows, in the order it writes them.
-GROUPS = ("table3", "table4", "table4_scale", "curves", "readouts", "claims", "power", "run")
+GROUPS = ("table3", "table4", "table4_scale", "curves", "readouts", "claims", "controls",
+          "agreement", "calibration", "power", "run")
 #: The groups a claim-matrix cell writes (:func:`paperlib.matrix.run_cell`).
 CELL_GROUPS = ("table3", "table4", "curves", "claims", "run")
 
@@ -190,6 +201,55 @@ def _claims(ev: Evaluation, out: Path, where: str, figures: Path | None,
         written.claims_figure = fig
 
 
+def _controls(ev: Evaluation, out: Path, where: str, written: Outputs) -> None:
+    methods = list(ev.settings.methods)
+    controls = [m for m in methods if m in control_methods()]
+    others = [m for m in methods if m not in controls]
+    if not controls or not others:
+        return
+    check = tables.control_check(ev.frame, others, controls)
+    written.table("controls", check, out,
+                  f"Each method against the control maps (best control per metric); {where}",
+                  display=check.round(4))
+
+
+def _agreement(ev: Evaluation, out: Path, where: str, figures: Path | None,
+               written: Outputs) -> None:
+    methods = [m for m in ev.settings.methods if m in set(ev.frame["method"])]
+    metrics = tables.verdict_metrics(list(ev.frame.columns))
+    if len(methods) < 3 or len(metrics) < 2:
+        return
+    directions = {c: d for c, (_, d) in metrics.items()}
+    labels = {c: label for c, (label, _) in metrics.items()}
+    seed = ev.settings.seed
+    tau = agreement.metric_agreement(ev.frame, methods, directions, seed=seed)
+    reliability = agreement.split_half_reliability(ev.frame, methods, directions, seed=seed)
+    written.table("metric_agreement", tau, out,
+                  f"Kendall tau-b between the metrics' rankings of {len(methods)} methods, 95% "
+                  f"image-bootstrap intervals; {where}", display=tau.round(3))
+    written.table("metric_reliability", reliability, out,
+                  f"Split-half reliability of each metric's method ranking; {where}",
+                  display=reliability.round(3))
+    sentence = agreement.agreement_sentence(agreement.agreement_facts(tau, reliability), labels)
+    written.text(out / "metric_agreement.txt", sentence + "\n")
+    if figures is not None:
+        fig = agreement.agreement_heatmap(tau, labels)
+        written.paths += plots.save(fig, "metric_agreement", figures)
+
+
+def _calibration(ev: Evaluation, out: Path, where: str, studies: Studies | None,
+                 written: Outputs) -> None:
+    s = ev.settings
+    main = ev.frame if (s.metrics.fill, s.target) == calibration.MAIN_PROTOCOL else None
+    rows = studies.protocol if studies is not None else None
+    kit = calibration.kit_cells(main, rows)
+    table = calibration.calibration_table(literature.literature_cells(), kit,
+                                          kit_model=ev.model)
+    written.table("calibration", table, out,
+                  f"Other papers' published cells beside the kit's (matching protocol; the "
+                  f"black box differs); {where}", display=table.round(2))
+
+
 def _power(ev: Evaluation, out: Path, where: str, written: Outputs) -> None:
     methods = list(ev.settings.methods)
     pw = power.power_table(ev.frame, paper_baselines(), variants(),
@@ -256,6 +316,12 @@ def write_evaluation(evaluation: Evaluation, out: str | Path, where: str, *,
         _readouts(evaluation, out, where, written)
     if "claims" in groups:
         _claims(evaluation, out, where, figures, written)
+    if "controls" in groups:
+        _controls(evaluation, out, where, written)
+    if "agreement" in groups:
+        _agreement(evaluation, out, where, figures, written)
+    if "calibration" in groups:
+        _calibration(evaluation, out, where, studies, written)
     if "power" in groups:
         _power(evaluation, out, where, written)
     if "run" in groups:

@@ -25,7 +25,7 @@ import torch
 from . import schema
 from .attention import UNTRAINED_INITS
 from .blackbox import BlackBox
-from .cam import ExplainOptions, Explanations, explain
+from .cam import METHODS, ExplainOptions, Explanations, explain
 from .data import ImageDataset
 from .evaluation import EvalSettings, run_evaluation
 from .masking import FILLS
@@ -67,13 +67,15 @@ def run_protocol(black_box: BlackBox, dataset: ImageDataset, base: EvalSettings,
                  fills: Sequence[str] = FILLS, targets: Sequence[str] = TARGET_MODES,
                  results_root: str | Path | None = None, progress: bool = True
                  ) -> pd.DataFrame:
-    """Rows of every (fill, target) run of ``base``'s methods, with ``fill`` and ``target_mode``
+    """Rows of every (fill, target) run of ``base``'s methods (those whose record allows the
+    studies: :attr:`paperlib.cam.MethodSpec.studies`), with ``fill`` and ``target_mode``
     columns; soft map and top-20% only."""
+    methods = tuple(m for m in base.methods if METHODS[m].studies)
     frames = []
     for target in targets:
         memo = _MemoExplainer()  # explanations depend on the target, never on the fill
         for fill in fills:
-            settings = EvalSettings(methods=base.methods, split=base.split,
+            settings = EvalSettings(methods=methods, split=base.split,
                                     n_images=base.n_images, target=target, explain=base.explain,
                                     metrics=MetricConfig(fill=fill,
                                                          fractions=(PROTOCOL_FRACTION,),
@@ -87,15 +89,18 @@ def run_protocol(black_box: BlackBox, dataset: ImageDataset, base: EvalSettings,
 
 def protocol_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequence[str],
                    alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per protocol: each method's Average Drop, % Increase and top-20% Average Drop (means), and
-    the claim check of every variant against every baseline (Holm within the protocol)."""
+    """Per protocol: each method's Average Drop, % Increase, Average Gain and top-20% Average
+    Drop (means), and the claim check of every variant against every baseline (Holm within the
+    protocol)."""
     drop_top = schema.drop(schema.top(PROTOCOL_FRACTION))
     columns = [schema.drop(schema.SOFT), schema.increase(schema.SOFT), drop_top]
+    gain = schema.gain(schema.SOFT)
     means, verdicts = [], []
     for (target, fill), sub in frame.groupby(["target_mode", "fill"], sort=False):
         for m, rows in sub.groupby("method", sort=False):
             means.append({"target": target, "fill": fill, "method": m, "n_images": len(rows),
                           "avg_drop": rows[columns[0]].mean(), "increase": rows[columns[1]].mean(),
+                          "avg_gain": (rows[gain].mean() if gain in rows else float("nan")),
                           f"avg_drop_top{PROTOCOL_FRACTION}": rows[drop_top].mean()})
         wt = wilcoxon_table(sub, baselines, variants, columns=[c for c in columns if c in CLAIMS])
         if len(wt):

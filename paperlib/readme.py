@@ -26,7 +26,11 @@ __all__ = ["SECTIONS", "main", "replace_blocks", "results_markdown", "sections",
 
 #: RESULTS.md: (heading, blocks shown under it, in order).
 SECTIONS = [
-    ("The verdict on the paper: its numbers beside ours", ["verdict", "readings"]),
+    ("The verdict on the paper: its numbers beside ours", ["verdict", "trial", "readings"]),
+    ("Control maps — does each method beat a map with no information?", ["control_table"]),
+    ("Agreement between metrics — Kendall tau and split-half reliability",
+     ["agreement_table", "reliability"]),
+    ("Other papers' published cells beside the kit's", ["calibration", "identity"]),
     ("What the results say", ["findings"]),
     ("Table 2 — black-box selection", ["table2", "choice"]),
     ("Table 3 — Average Drop (lower is better) and % Increase (higher is better)", ["table3"]),

@@ -21,6 +21,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from .agreement import agreement_facts
 from .formatting import formatted
 from .paper_reference import PAPER_TABLE3, PAPER_TABLE4
 from .paths import PACKAGE_DIR, REPO_ROOT
@@ -29,7 +30,8 @@ from .stats import bootstrap_ci
 from .verdicts import ALPHA, HEADLINE, VERDICTS, claim_holds, tally_verdicts
 
 __all__ = ["LEVEL", "PER_IMAGE", "PLACEHOLDER", "READOUTS_FILE", "TIE_TOLERANCE", "blocks",
-           "claim_columns", "claim_facts", "extra_readouts", "readout_facts", "readout_table_name",
+           "beats_controls", "claim_columns", "claim_facts", "control_facts", "extra_readouts",
+           "identity_facts", "readout_facts", "readout_table_name",
            "closest_to_paper", "facts", "findings", "power_facts", "precision_facts", "render",
            "sanity_facts", "tie_groups", "trend_ranking", "verdict_rows"]
 
@@ -267,15 +269,95 @@ def _verdict(results: Path) -> dict[str, Any] | None:
         return None
     baselines = _ordered(claims["baseline"])
     rows = verdict_rows(t3, claims, _csv(results / "power.csv"))
+    controls = _csv(results / "controls.csv")
+    beats = beats_controls(controls) if controls is not None else {}
+    gain = "avg_gain_lo" in t3.columns
+    by_method = t3.set_index("method")
     table = pd.DataFrame([{
         "method": f"`{r['method']}`", "Average Drop (kit)": r["avg_drop"],
         "Average Drop (paper)": r["paper_avg_drop"], "% Increase (kit)": r["increase"],
         "% Increase (paper)": r["paper_increase"],
+        **({"Average Gain (kit)": _cell(by_method.loc[r["method"]], "avg_gain")} if gain else {}),
         **{f"{metric} vs {len(baselines)} baselines": t for metric, t in r["tallies"].items()},
+        **({"beats every control on": beats.get(r["method"], "")} if beats else {}),
         f"images to see the paper's AD gap vs `{baselines[0]}`":
             "" if r["n_needed"] is None else str(r["n_needed"])} for r in rows])
     return {"table": table, "n_images": int(t3["n_images"].max()), "level": LEVEL,
-            "alpha": ALPHA}
+            "alpha": ALPHA, "gain": gain, "controls": bool(beats)}
+
+
+def beats_controls(controls: pd.DataFrame) -> dict[str, str]:
+    """Per method of the control check (``controls.csv``): on how many verdict metrics its mean
+    beats every control map's, as ``"k of n"``."""
+    out = {}
+    for m, sub in controls.groupby("method", sort=False):
+        won = sub["beats_every_control"].astype(str) == "True"
+        out[str(m)] = f"{int(won.sum())} of {len(sub)}"
+    return out
+
+
+def control_facts(controls: pd.DataFrame, table3: pd.DataFrame) -> dict[str, Any]:
+    """The control check as data: the control maps' Table 3 cells (the methods of Table 3 that
+    the check compares against, i.e. not among its ``method`` column), and per verdict metric the
+    best control, its mean and the methods beating every control (mean) and significantly so."""
+    checked = _ordered(controls["method"])
+    ctrl_rows = table3[~table3["method"].isin(checked)]
+    maps = [{"method": r["method"], "avg_drop": float(r["avg_drop"]),
+             "increase": float(r["increase"]),
+             "avg_gain": float(r["avg_gain"]) if "avg_gain" in r else None}
+            for _, r in ctrl_rows.iterrows()]
+    metrics = []
+    for label, sub in controls.groupby("metric", sort=False):
+        won = sub["beats_every_control"].astype(str) == "True"
+        sig = sub["significantly"].astype(str) == "True"
+        metrics.append({"metric": str(label), "best_control": str(sub["best_control"].iloc[0]),
+                        "control_value": float(sub["control_value"].iloc[0]),
+                        "n_methods": len(sub), "beaten_by": sub.loc[won, "method"].tolist(),
+                        "significantly": sub.loc[sig, "method"].tolist()})
+    return {"controls": maps, "metrics": metrics, "n_methods": len(checked)}
+
+
+def _controls(results: Path) -> dict[str, Any] | None:
+    controls, t3 = _csv(results / "controls.csv"), _csv(results / "table3.csv")
+    if controls is None or t3 is None or not len(controls):
+        return None
+    return control_facts(controls, t3)
+
+
+def _trial(results: Path) -> dict[str, Any] | None:
+    """The metric on trial: the control check and the agreement between metrics."""
+    out = {"controls": _controls(results), "agreement": _agreement(results)}
+    return out if any(v is not None for v in out.values()) else None
+
+
+def identity_facts(table3: pd.DataFrame | None,
+                   names: Sequence[str] = ("gradcam", "xgradcam", "hirescam")) -> dict[str, Any]:
+    """Grad-CAM = XGrad-CAM = HiResCAM at a last stage followed by pooling and a linear layer:
+    the paper's Table 3 cells of the two it reports, the kit's cells of the three (those run) and
+    whether they are equal to within :data:`TIE_TOLERANCE` (float32 maps: not bit-equal)."""
+    paper = {m: PAPER_TABLE3[m] for m in names if m in PAPER_TABLE3}
+    kit = {}
+    if table3 is not None:
+        sub = table3.set_index("method")
+        kit = {m: {"avg_drop": float(sub.loc[m, "avg_drop"]),
+                   "increase": float(sub.loc[m, "increase"])} for m in names if m in sub.index}
+    spread = max((max(v[c] for v in kit.values()) - min(v[c] for v in kit.values())
+                  for c in ("avg_drop", "increase")), default=0.0) if kit else 0.0
+    return {"paper": paper, "kit": kit, "kit_equal": len(kit) > 1 and spread <= TIE_TOLERANCE,
+            "tolerance": TIE_TOLERANCE, "test": IDENTITY_TEST}
+
+
+#: The test that proves the identity on the kit's black box.
+IDENTITY_TEST = ("tests/test_cam.py::"
+                 "test_gradcam_xgradcam_hirescam_are_one_map_before_pooling_and_a_linear_layer")
+
+
+def _agreement(results: Path) -> dict[str, Any] | None:
+    tau, rel = _csv(results / "metric_agreement.csv"), _csv(results / "metric_reliability.csv")
+    sentence = _read(results / "metric_agreement.txt")
+    if tau is None or sentence is None:
+        return None
+    return {"sentence": sentence.strip(), "facts": agreement_facts(tau, rel)}
 
 
 def closest_to_paper(table3: pd.DataFrame, names: Sequence[str] = (
@@ -477,17 +559,22 @@ def facts(results: Path, bench: Path | None = None) -> dict[str, Any]:
         "readings": _readings(results),
         "precision": precision_facts(summ) if summ is not None and not summ.empty else None,
         "matrix": _matrix(results),
+        "trial": _trial(results),
+        "identity": identity_facts(_csv(results / "table3.csv")),
     }
 
 
 #: Blocks that show a file of the run as it is (its ``.md``), by name.
 FILES = {"table2": "table2", "table3": "table3", "trend": "table4_trend",
          "curves": "deletion_insertion", "sanity": "sanity", "power": "power",
-         "untrained": "untrained_seeds", "protocol": "protocol_verdicts", "scale": "table4_scale"}
+         "untrained": "untrained_seeds", "protocol": "protocol_verdicts", "scale": "table4_scale",
+         "control_table": "controls", "agreement_table": "metric_agreement",
+         "reliability": "metric_reliability", "calibration": "calibration"}
 #: The order of the blocks.
 ORDER = ["table2", "choice", "table3", "table4", "trend", "claims", "curves", "wilcoxon",
          "sanity", "speed", "speed_full", "findings", "verdict", "scale_cost", "readings", "power",
-         "untrained", "protocol", "scale", "precision", "matrix", "benchmark_cpu"]
+         "untrained", "protocol", "scale", "precision", "matrix", "benchmark_cpu", "trial",
+         "control_table", "agreement_table", "reliability", "calibration", "identity"]
 
 
 def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:

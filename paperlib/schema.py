@@ -17,6 +17,7 @@ flat_map               the method's map was constant (all zeros after normalisat
 O_<tag>                the target's probability on the masked image, tag ``soft`` or ``top<k>``
 drop_<tag>             Average Drop's per-image term max(0, Y - O) / Y * 100
 increase_<tag>         % Increase's per-image term 1[Y < O] * 100
+gain_<tag>             Average Gain's per-image term max(0, O - Y) / (1 - Y) * 100
 agree_top<k>           100 if the black box's top-1 class on the top-k% image is the target
 deletion_auc, ...      deletion / insertion AUC; ``del_<t>`` / ``ins_<t>`` the curves' points
 =====================  =====================================================================
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 __all__ = ["DELETION_AUC", "INSERTION_AUC", "KEYS", "KEY_COLUMNS", "READOUTS", "SOFT",
-           "RowSchema", "agree", "deletion", "drop", "increase", "insertion", "readout",
+           "RowSchema", "agree", "deletion", "drop", "gain", "increase", "insertion", "readout",
            "readout_scale", "score", "top"]
 
 KEYS = ("file", "label", "target", "method")
@@ -62,6 +63,11 @@ def increase(tag: str) -> str:
     return f"increase_{tag}"
 
 
+def gain(tag: str) -> str:
+    """Average Gain's per-image term for ``tag``'s mask."""
+    return f"gain_{tag}"
+
+
 def agree(k: int) -> str:
     """Top-1 agreement (0 or 100) on the top-k% image."""
     return f"agree_{top(k)}"
@@ -77,7 +83,9 @@ def insertion(step: int) -> str:
     return f"ins_{step}"
 
 
-#: Table 4's read-outs of the top-k% masks: column prefix (``readout(prefix, k)``) -> label.
+#: Table 4's candidate readings of the top-k% masks (the paper does not say which one its Table 4
+#: shows): column prefix (``readout(prefix, k)``) -> label. Average Gain (``gain_top<k>``) is
+#: shown too but is no candidate: the paper predates it.
 READOUTS = {"O_top": "mean O (%)", "drop_top": "Average Drop (%)",
             "increase_top": "% Increase", "agree_top": "top-1 agreement (%)"}
 

@@ -28,9 +28,9 @@ from .schema import READOUTS
 from .stats import bootstrap_ci, holm, paired_wilcoxon
 from .verdicts import ALPHA
 
-__all__ = ["CLAIMS", "claim_check", "curves_table", "paper_column", "readout_table",
-           "scale_verdict", "table3", "table4", "table4_scale", "trend_check", "wilcoxon_table",
-           "write_table"]
+__all__ = ["CLAIMS", "claim_check", "control_check", "curves_table", "paper_column",
+           "readout_table", "scale_verdict", "table3", "table4", "table4_scale", "trend_check",
+           "verdict_metrics", "wilcoxon_table", "write_table"]
 
 
 def paper_column(method: str) -> str | None:
@@ -74,7 +74,8 @@ def readout_table(frame: pd.DataFrame, methods: Sequence[str], readout: str,
 
 
 def table3(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.DataFrame:
-    """Average Drop (Eq. 8) and % Increase (Eq. 9) of the soft map, per method, with intervals."""
+    """Average Drop (Eq. 8), % Increase (Eq. 9) and Average Gain of the soft map, per method,
+    with intervals, and the paper's cells beside (it publishes no Average Gain: ``n/a``)."""
     cells = [c for c in READOUT_RECORDS["soft"].cells(MetricConfig()) if c.table == "Table 3"]
     rows = []
     for m, sub in _by_method(frame, methods):
@@ -83,6 +84,7 @@ def table3(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> pd.Dat
         paper = PAPER_TABLE3.get(paper_column(m) or "", {})
         row["paper_avg_drop"] = paper.get("avg_drop")
         row["paper_increase"] = paper.get("increase")
+        row["paper_avg_gain"] = paper.get("avg_gain")     # the paper has none: "n/a"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -162,6 +164,54 @@ class _Claims(Mapping[str, tuple[str, int]]):
 #: (variant - baseline < 0 for Average Drop and deletion AUC, > 0 for the others): Table 3's two,
 #: Average Drop with the top 20% kept, deletion and insertion AUC (the read-outs' claim columns).
 CLAIMS: Mapping[str, tuple[str, int]] = _Claims()
+
+
+def verdict_metrics(columns: Sequence[str] | None = None) -> dict[str, tuple[str, int]]:
+    """``{column: (label, direction)}`` of the columns the verdict shows: every claim column and
+    those the read-outs mark :attr:`paperlib.metrics.Column.verdict` (Average Gain), in the
+    records' order; only those in ``columns`` when given (a run's frame)."""
+    out = {c.name: (c.label, c.direction) for c in MetricConfig().columns()
+           if c.claim or c.verdict}
+    return {k: v for k, v in out.items() if columns is None or k in columns}
+
+
+def control_check(frame: pd.DataFrame, methods: Sequence[str], controls: Sequence[str],
+                  alpha: float = ALPHA) -> pd.DataFrame:
+    """Does each method beat every control map on each verdict metric (:func:`verdict_metrics`)?
+
+    Per (method, metric): the method's mean over images, the best control's (by the metric's
+    direction) and a paired two-sided Wilcoxon test against that control, Holm-adjusted over the
+    table. ``beats_every_control`` is ``True`` when the method's mean is better than every
+    control's mean; ``significantly`` when, in addition, the test against the best control is
+    significant at ``alpha``. Images are paired by file.
+    """
+    per = dict(_by_method(frame, list(methods) + list(controls)))
+    ctrl = [c for c in controls if c in per]
+    rows = []
+    for col, (label, sign) in verdict_metrics(list(frame.columns)).items():
+        if not ctrl:
+            break
+        means = {c: float(per[c][col].mean()) for c in ctrl}
+        best = max(ctrl, key=lambda c: sign * means[c])
+        for m in methods:
+            if m not in per or m in ctrl:
+                continue
+            fm, fc = per[m]["file"].to_numpy(), per[best]["file"].to_numpy()
+            if len(fm) != len(fc) or (fm != fc).any():
+                raise ValueError(f"{m} and control {best} were evaluated on different images; "
+                                 "the control check needs the same images for both")
+            value = float(per[m][col].mean())
+            _, p = paired_wilcoxon(per[m][col].to_numpy(), per[best][col].to_numpy())
+            rows.append({"method": m, "role": METHODS[m].role if m in METHODS else "",
+                         "metric": label, "column": col, "value": value, "best_control": best,
+                         "control_value": means[best],
+                         "beats_every_control": bool(sign * (value - means[best]) > 0),
+                         "p": p})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = holm(out["p"].fillna(1.0))
+        out["significantly"] = out["beats_every_control"] & (out["p_holm"] < alpha)
+    return out
 
 
 def claim_check(wt: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:

@@ -348,6 +348,37 @@ def test_lite0_maps_are_valid(lite0_maps, lite0_batch):
     assert all(lite0_maps.forwards[m] == 0 for m in GRADIENT_METHODS)
 
 
+def test_gradcam_xgradcam_hirescam_are_one_map_before_pooling_and_a_linear_layer(lite0_maps):
+    """The identity the README's "What differs" states (and the paper's Table 3 contradicts:
+    45.27 vs 46.33 for Grad-CAM and XGrad-CAM on ResNet-50). With S_c = sum_k v_ck mean(A_k),
+    g_k = v_ck / (h w) at every position and for every input, so Grad-CAM's w_k = v_ck / (h w),
+    XGrad-CAM's w_k = sum(A_k g_k) / sum(A_k) = v_ck / (h w) (where sum(A_k) != 0; a dead channel
+    contributes A_k = 0 either way) and HiResCAM's sum_k g_k A_k is the same sum: one map.
+
+    Exact on a hand-built net (GAP + linear after the target layer), and on Lite0's bn2 (the
+    paper's layer: GAP + linear follow) to float32 rounding."""
+    A = torch.tensor([[[[1.0, 3.0], [0.0, 2.0]], [[0.0, 0.0], [0.0, 0.0]],
+                       [[2.0, 1.0], [1.0, 0.0]]]])                      # channel 1 dead
+    v = torch.tensor([[0.5, -1.0, 2.0], [1.0, 1.0, 1.0]])
+    net = nn.Sequential(OrderedDict(features=nn.Identity(), pool=nn.AdaptiveAvgPool2d(1),
+                                    flatten=nn.Flatten(), fc=nn.Linear(3, 2, bias=False)))
+    with torch.no_grad():
+        net.fc.weight.copy_(v)
+    model = nn.Sequential(OrderedDict(normalize=Normalize((0.0,) * 3, (0.25,) * 3),
+                                      net=net)).eval()
+    bb = BlackBox(name="gap", model=model, preprocess=lambda im: torch.zeros(3, 2, 2),
+                  target_layer=net.features, target_layer_name="net.features", input_size=2,
+                  mean=(0.0,) * 3, std=(0.25,) * 3, weights="hand-set")
+    ex = explain(bb, A / 4, ["gradcam", "xgradcam", "hirescam"], targets=[0])
+    # S = (0.5 A0 + 2 A2) / 4 = [[4.5, 3.5], [2, 1]] / 4 -> min-max [[1, 5/7], [2/7, 0]]
+    expected = torch.tensor([[[1.0, 5 / 7], [2 / 7, 0.0]]])
+    for m in ("gradcam", "xgradcam", "hirescam"):
+        torch.testing.assert_close(ex[m], expected, atol=1e-7, rtol=0, msg=m)
+    for m in ("xgradcam", "hirescam"):
+        torch.testing.assert_close(lite0_maps[m], lite0_maps["gradcam"], atol=2e-5, rtol=0,
+                                   msg=m)
+
+
 def test_lite0_xgradcam_with_dead_channels(lite0, lite0_batch, lite0_maps):
     p = gradient_pass(lite0, lite0_batch.images)
     sums = p.A.sum(dim=(2, 3))

@@ -30,19 +30,19 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # statistics, the progress bar, torch.distributed helpers, results keys, atomic writes, the
     # claim verdicts and goals, number formatting (the torch-free ground the reports stand on)
     0: ("paths", "schema", "paper_reference", "stats", "power", "progress", "distributed",
-        "fingerprint", "atomic", "verdicts", "goals", "formatting", "errors"),
+        "fingerprint", "atomic", "verdicts", "goals", "formatting", "errors", "literature"),
     # the machine, the hooks, masks, the fast metric forwards, images
-    1: ("perf", "hooks", "masking", "forward", "data", "userdata", "blackbox"),
+    1: ("perf", "hooks", "masking", "forward", "data", "userdata", "blackbox", "imputation"),
     # maps: the method registry and its methods; the black boxes' zoo (models imports wrap,
     # wrap only blackbox)
-    2: ("cam", "attention", "wrap", "models"),
+    2: ("cam", "attention", "controls", "opticam", "wrap", "models", "road"),
     # scores of the maps
     3: ("metrics",),
     # the SQLite store, the run ledger, the evaluation loop
     4: ("store", "runs", "evaluation"),
     # what is computed from the rows: tables, the sanity check, figures, Table 2; the reports'
     # facts and their templates (torch-free: it imports only L0 modules)
-    5: ("tables", "sanity", "plots", "model_selection", "report"),
+    5: ("tables", "sanity", "plots", "model_selection", "report", "agreement", "calibration"),
     # studies over whole evaluations, and the one writer of an evaluation's files (it runs two)
     6: ("precision", "protocol", "attention_training", "outputs"),
     # entry points: command lines, notebooks' helpers, the README, downloads. matrix is a study

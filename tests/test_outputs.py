@@ -13,17 +13,19 @@ from paperlib import cli as paperlib_cli
 from paperlib import notebook, outputs
 
 REPO = Path(__file__).resolve().parent.parent
-METHODS = ["gradcam", "xgradcam", "attention-fixed"]   # two baselines and a variant
+METHODS = ["gradcam", "xgradcam", "attention-fixed", "fakecam"]  # 2 baselines, a variant, a control
 PARAMS = {"model_name": "efficientnet_lite0", "device": "cpu", "seed": 0, "n_images": 4,
           "methods": METHODS, "curve_steps": 2, "batch_size": 4, "split": None}
 
 TABLES = ["table3", "table4", "table4_trend", "table4_scale", "deletion_insertion", "wilcoxon",
-          "claims", "power", "untrained_seeds", "protocol", "protocol_verdicts"]
+          "claims", "controls", "metric_agreement", "metric_reliability", "calibration", "power",
+          "untrained_seeds", "protocol", "protocol_verdicts"]
 #: Every file of a full write (tables in three formats), and the claims heat map.
 FILES = sorted([f"{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
                + ["table4_scale_verdict.txt", "eval_speed.json", "eval_split.json",
-                  "readouts.json"])
-FIGURES = ["claims_heatmap.pdf", "claims_heatmap.png"]
+                  "readouts.json", "metric_agreement.txt"])
+FIGURES = ["claims_heatmap.pdf", "claims_heatmap.png", "metric_agreement.pdf",
+           "metric_agreement.png"]
 SPLIT_KEYS = ["split", "attention-trained trained on", "overlap with the training images",
               "files"]
 

@@ -227,6 +227,7 @@ def _rows(n: int, seed: int) -> pd.DataFrame:
                 row[f"drop_{tag}"] = float(metrics.drop_terms(Y[i:i + 1], O[i:i + 1])[0])
                 row[f"increase_{tag}"] = float(metrics.increase_terms(Y[i:i + 1],
                                                                       O[i:i + 1])[0])
+                row[f"gain_{tag}"] = float(metrics.gain_terms(Y[i:i + 1], O[i:i + 1])[0])
             row["agree_top20"] = 100.0
             out.append(row)
     cols = list(metrics.MetricConfig(fractions=(20,), curve_steps=0).row_schema.columns())

@@ -55,7 +55,7 @@ def test_each_method_stands_beside_its_paper_column():
     assert tables.paper_column("scorecam") is None and tables.paper_column("nope") is None
     frame = pd.DataFrame({"file": ["a", "b"] * 2, "method": ["gradcam"] * 2 + ["scorecam"] * 2,
                           "drop_soft": [10.0, 20.0, 5.0, 5.0], "increase_soft": [0.0, 100.0] * 2,
-                          "flat_map": [False] * 4})
+                          "gain_soft": [0.0, 50.0] * 2, "flat_map": [False] * 4})
     t3 = tables.table3(frame, ["gradcam", "scorecam"])
     assert t3["paper_avg_drop"].tolist()[0] == 45.27
     assert t3["paper_increase"].tolist()[0] == 23.06

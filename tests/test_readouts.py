@@ -155,16 +155,21 @@ def _reference_image_rows(files: Sequence[str], labels: np.ndarray,
     tags = [schema.SOFT] + [schema.top(k) for k in config.fractions]
     rows = []
     for m, r in scores.per_method.items():
+        # Average Gain's term, written out here (the formula of paperlib.metrics.gain_terms for
+        # Y < 1, as on every real image)
         terms = {tag: (r[schema.score(tag)], metrics.drop_terms(Y, r[schema.score(tag)]),
-                       metrics.increase_terms(Y, r[schema.score(tag)])) for tag in tags}
+                       metrics.increase_terms(Y, r[schema.score(tag)]),
+                       np.maximum(0.0, r[schema.score(tag)] - Y) / (1.0 - Y) * 100.0)
+                 for tag in tags}
         for b, file in enumerate(files):
             row: dict[str, Any] = {"file": file, "label": int(labels[b]),
                                    "target": int(scores.target[b]), "method": m, "Y": Y[b],
                                    "flat_map": bool(flat[m][b])}
-            for tag, (O, d, inc) in terms.items():
+            for tag, (O, d, inc, gain) in terms.items():
                 row[schema.score(tag)] = O[b]
                 row[schema.drop(tag)] = d[b]
                 row[schema.increase(tag)] = inc[b]
+                row[schema.gain(tag)] = gain[b]
             for k in config.fractions:
                 row[schema.agree(k)] = 100.0 * r[schema.agree(k)][b]
             if config.curve_steps:
@@ -272,13 +277,14 @@ def toy_readout():
 
 def test_a_toy_readout_flows_through_rows_a_table_and_the_claim_check(toy_readout, lite0,
                                                                      sample_dataset, tmp_path):
-    assert list(metrics.READOUTS) == ["soft", "top", "curves", "toy-grey-top3"]
+    assert list(metrics.READOUTS) == ["soft", "top", "curves", "road", "toy-grey-top3"]
     assert metrics.READOUTS[toy_readout].doc.startswith("Toy: Average Drop of the top-3% mask")
     assert tables.CLAIMS["drop_toy"] == ("Average Drop, top 3% on grey", -1)
     settings = evaluation.EvalSettings.from_parameters(dict(
         methods=("gradcam", "gradcampp", "attention-fixed"), n_images=4, curve_steps=0,
         fractions=(20,), batch_size=4))
-    assert settings.key()["metrics"]["readouts"] == ["soft", "top", "curves", "toy-grey-top3"]
+    assert settings.key()["metrics"]["readouts"] == ["soft", "top", "curves", "road",
+                                                     "toy-grey-top3"]
     run = evaluation.run_evaluation(lite0, sample_dataset, settings, tmp_path, progress=False)
     frame = run.frame
     assert list(frame.columns)[-2:] == ["O_toy", "drop_toy"]
@@ -375,9 +381,9 @@ def test_the_records_declare_todays_columns_claims_and_cells():
     cfg = MetricConfig(fractions=(5, 20), curve_steps=2)
     cols = list(cfg.row_schema.columns())
     assert cols == ["file", "label", "target", "method", "Y", "flat_map",
-                    "O_soft", "drop_soft", "increase_soft",
-                    "O_top5", "drop_top5", "increase_top5", "O_top20", "drop_top20",
-                    "increase_top20", "agree_top5", "agree_top20",
+                    "O_soft", "drop_soft", "increase_soft", "gain_soft",
+                    "O_top5", "drop_top5", "increase_top5", "gain_top5", "O_top20", "drop_top20",
+                    "increase_top20", "gain_top20", "agree_top5", "agree_top20",
                     "deletion_auc", "insertion_auc", "del_0", "del_1", "del_2",
                     "ins_0", "ins_1", "ins_2"]
     assert set(cfg.row_schema.columns().values()) == {"object", "int64", "float64", "bool"}
@@ -393,16 +399,18 @@ def test_the_records_declare_todays_columns_claims_and_cells():
             directions["O_top5"], directions["del_1"]) == (-1, +1, +1, 0, 0)
     from paperlib.explain_files import readout_columns
 
-    assert readout_columns(cfg) == cols[6:19]
+    assert readout_columns(cfg) == cols[6:22]
     assert list(precision.per_column((5, 20), True).items()) == [
         ("O_soft", ("O (soft map)", 1.0)), ("drop_soft", ("Table 3", 1.0)),
-        ("increase_soft", ("Table 3", 1.0)),
+        ("increase_soft", ("Table 3", 1.0)), ("gain_soft", ("Table 3", 1.0)),
         ("O_top5", ("Table 4", 100.0)), ("O_top20", ("Table 4", 100.0)),
         ("drop_top5", ("Table 4", 1.0)), ("drop_top20", ("Table 4", 1.0)),
         ("increase_top5", ("Table 4", 1.0)), ("increase_top20", ("Table 4", 1.0)),
+        ("gain_top5", ("Table 4", 1.0)), ("gain_top20", ("Table 4", 1.0)),
         ("agree_top5", ("Table 4", 1.0)), ("agree_top20", ("Table 4", 1.0)),
         ("deletion_auc", ("curves", 1.0)), ("insertion_auc", ("curves", 1.0))]
-    assert precision._CELL_NAME == {"drop_soft": "avg_drop", "increase_soft": "increase"}
+    assert precision._CELL_NAME == {"drop_soft": "avg_drop", "increase_soft": "increase",
+                                    "gain_soft": "avg_gain"}
     for r in metrics.READOUTS.values():
         assert r.label and r.doc, r.name
 
@@ -411,7 +419,8 @@ def test_the_key_is_derived_from_the_fields():
     import dataclasses
 
     names = [f.name for f in dataclasses.fields(MetricConfig)]
-    assert names == ["fill", "fractions", "curve_steps", "chunk_size", "precision", "compile"]
+    assert names == ["fill", "fractions", "curve_steps", "road_percentiles", "road_noise",
+                     "road_seed", "chunk_size", "precision", "compile"]
     assert MetricConfig().key() == {"fill": "black", "fractions": [5, 10, 20, 25, 50],
                                     "curve_steps": 16, "precision": "fp32", "compile": False}
     assert MetricConfig(chunk_size=3).key() == MetricConfig().key()
@@ -420,6 +429,9 @@ def test_the_key_is_derived_from_the_fields():
     assert MetricConfig(fractions=[50]).key()["fractions"] == [50]
     assert isinstance(MetricConfig(), metrics.TopOptions)
     assert isinstance(MetricConfig(), metrics.CurveOptions)
+    # ROAD's fields enter the key only when it is on (results without it keep their keys)
+    assert MetricConfig(road_percentiles=(50,)).key()["road_percentiles"] == [50]
+    assert MetricConfig(road_noise=0.5).key() == MetricConfig().key()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -226,11 +226,13 @@ def _rows_frame():
         "flat_map": [False, True, False, True, False, True],
         "drop_soft": [10.0, 20.0, 30.0, 60.0, 0.0, 100.0],
         "increase_soft": [0.0, 100.0, 0.0, 0.0, 100.0, 100.0],
+        "gain_soft": [0.0, 40.0, 0.0, 0.0, 10.0, 30.0],
         "deletion_auc": [0.1, 0.2, 0.3, 0.4, 0.5, 0.5],
         "insertion_auc": [0.5, 0.5, 0.5, 0.5, 0.25, 0.75],
         **{f"O_top{k}": [0.25, 0.5, 0.75, 0.5, 0.0, 0.0] for k in KS},
         **{f"{p}{k}": [1.0, 2.0, 3.0, 6.0, 4.0, 4.0] for p in ("drop_top", "increase_top",
-                                                               "agree_top") for k in KS},
+                                                               "gain_top", "agree_top")
+           for k in KS},
     })
 
 
@@ -243,6 +245,9 @@ def test_table3_exact_cells():
     assert t3["avg_drop"].tolist() == [30.0, 50.0]
     # gradcam: one image of four increased -> 25; att: both -> 100
     assert t3["increase"].tolist() == [25.0, 100.0]
+    # Average Gain: 40 / 4 = 10; (10 + 30) / 2 = 20; the paper publishes none
+    assert t3["avg_gain"].tolist() == [10.0, 20.0]
+    assert t3["paper_avg_gain"].isna().all()
     g = t3.iloc[0]
     assert g["avg_drop_lo"] <= 30.0 <= g["avg_drop_hi"]
     assert g["avg_drop_lo"] < g["avg_drop_hi"]
@@ -268,7 +273,7 @@ def test_table4_scales_O_and_quotes_the_paper():
         # O in [0, 1] is shown in %: (0.25 + 0.5 + 0.75 + 0.5) / 4 * 100 = 50
         assert g[f"O_top{k}"] == pytest.approx(50.0)
         # the other read-outs are not rescaled: (1 + 2 + 3 + 6) / 4 = 3
-        for p in ("drop_top", "increase_top", "agree_top"):
+        for p in ("drop_top", "increase_top", "gain_top", "agree_top"):
             assert g[f"{p}{k}"] == pytest.approx(3.0)
             assert g[f"{p}{k}_lo"] <= 3.0 <= g[f"{p}{k}_hi"]
         assert g[f"paper_top{k}"] == PAPER_TABLE4["gradcam"][k]

@@ -25,7 +25,7 @@ from paperlib.data import ImageDataset, Record
 from paperlib.hooks import capture_layer, frozen_parameters
 from paperlib.metrics import MetricConfig, evaluate_batch, image_rows
 
-SMALL = {"smooth_samples": 2, "scorecam_channels": 4, "per_image_steps": 1}
+SMALL = {"smooth_samples": 2, "scorecam_channels": 4, "per_image_steps": 1, "opticam_iterations": 2}
 
 
 class TinyCNN(nn.Module):
