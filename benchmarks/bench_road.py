@@ -48,7 +48,7 @@ from paperlib.road import road_removed
 PERCENTILES = tuple(range(10, 100, 10))
 
 
-_Config = MetricConfig
+_Config = MetricConfig      # ROAD is one of its read-outs (off unless road_percentiles)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -95,8 +95,8 @@ def kit_road(bb, images, maps, targets, cfg) -> dict[str, Any]:
     idx = {j: i for i, j in enumerate(jobs)}
     combined = {}
     for m in maps:
-        scored = {c: (np.array([p[idx[(m, b, c)]] for b in range(len(images))]), None)
-                  for c in copies}
+        scored = {c: (np.array([p[idx[(m, b, c)]] for b in range(len(images))]),
+                      np.zeros(len(images), dtype=bool)) for c in copies}
         combined[m] = road.score(ctx, m, scored, None)["road_combined"].tolist()
     return {"seconds": seconds, "impute_seconds": t_impute, "forwards": len(jobs),
             "combined": combined}
@@ -150,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # the imputation alone, with its iterations (one image's 18 masks, then all at once)
     ranks = pixel_ranks(maps[methods[0]][:1])
-    removed = torch.cat([road_removed(ranks, o, p, images.shape[-2:])
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    removed = torch.cat([road_removed(ranks, o, p, size)
                          for o in ("morf", "lerf") for p in PERCENTILES])
     linear_impute(images[:1].expand(len(removed), -1, -1, -1), removed)      # warm-up
     t0 = clock(images.device)
@@ -158,9 +159,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     one_image = {"seconds": clock(images.device) - t0, "iterations": info.iterations,
                  "converged": info.converged, "copies": len(removed)}
 
-    kit_road(bb, images, maps, targets, cfg)                       # warm-up
     floor(bb, images, units * 2 * len(PERCENTILES), args.chunk_size)
-    kit_t, kit_imp, floor_t, kit = [], [], [], None
+    kit_t: list[float] = []
+    kit_imp: list[float] = []
+    floor_t: list[float] = []
+    kit = kit_road(bb, images, maps, targets, cfg)                 # warm-up
     for _ in range(args.repeats):
         kit = kit_road(bb, images, maps, targets, cfg)
         kit_t.append(kit["seconds"])
