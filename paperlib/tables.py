@@ -108,6 +108,16 @@ def curves_table(frame: pd.DataFrame, methods: Sequence[str], seed: int = 0) -> 
     return readout_table(frame, methods, "curves", MetricConfig(curve_steps=1), seed)
 
 
+def _check_paired(per: Mapping[str, pd.DataFrame], a: str, b: str) -> None:
+    """A paired test of ``a`` against ``b`` needs both evaluated on the same images (rows
+    sorted by file, :func:`_by_method`); never paired by position."""
+    fa, fb = per[a]["file"].to_numpy(), per[b]["file"].to_numpy()
+    if len(fa) != len(fb) or (fa != fb).any():
+        raise ValueError(f"{a} and {b} were evaluated on different images "
+                         f"({len(set(fa) ^ set(fb))} not shared); a paired test "
+                         "needs the same images for both")
+
+
 def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequence[str],
                    columns: Sequence[str] = (schema.drop(schema.SOFT),
                                              schema.increase(schema.SOFT))) -> pd.DataFrame:
@@ -124,11 +134,7 @@ def wilcoxon_table(frame: pd.DataFrame, baselines: Sequence[str], variants: Sequ
             for v in variants:
                 if b not in per or v not in per:
                     continue
-                fb, fv = per[b]["file"].to_numpy(), per[v]["file"].to_numpy()
-                if len(fb) != len(fv) or (fb != fv).any():
-                    raise ValueError(f"{v} and {b} were evaluated on different images "
-                                     f"({len(set(fv) ^ set(fb))} not shared); a paired test "
-                                     "needs the same images for both")
+                _check_paired(per, v, b)
                 x, y = per[v][col].to_numpy(), per[b][col].to_numpy()
                 stat, p = paired_wilcoxon(x, y)
                 rows.append({"metric": col, "baseline": b, "variant": v,
@@ -196,10 +202,7 @@ def control_check(frame: pd.DataFrame, methods: Sequence[str], controls: Sequenc
         for m in methods:
             if m not in per or m in ctrl:
                 continue
-            fm, fc = per[m]["file"].to_numpy(), per[best]["file"].to_numpy()
-            if len(fm) != len(fc) or (fm != fc).any():
-                raise ValueError(f"{m} and control {best} were evaluated on different images; "
-                                 "the control check needs the same images for both")
+            _check_paired(per, m, best)
             value = float(per[m][col].mean())
             _, p = paired_wilcoxon(per[m][col].to_numpy(), per[best][col].to_numpy())
             rows.append({"method": m, "role": METHODS[m].role if m in METHODS else "",
