@@ -125,8 +125,9 @@ class MethodSpec:
             stands beside ``ours``), or ``None``.
         files: the files its maps depend on (:class:`MethodFiles`), or ``None``.
         studies: the cheap studies that rerun the evaluation under other protocols
-            (:mod:`paperlib.protocol`) run it too; ``False`` for a method whose cost would
-            dominate them (a per-image optimisation such as Opti-CAM).
+            (:mod:`paperlib.protocol`: fills x targets, ROAD) and notebook 03's sanity check
+            run it too; ``False`` for a method whose cost would dominate them (a per-image
+            optimisation such as Opti-CAM).
     """
 
     name: str

@@ -301,6 +301,9 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
                         "the kit's, paperlib.protocol.UNTRAINED_SEEDS)")
     p.add_argument("--no-protocol", action="store_true",
                    help="skip the protocol sensitivity study (fills x targets)")
+    p.add_argument("--road-images", type=_count, default=None, metavar="N",
+                   help="images of the ROAD study (0: no study; default: the kit's, "
+                        "paperlib.protocol.ROAD_IMAGES)")
     taken = {"seed", "chunk_size", "fill", "fractions", "curve_steps"}
     taken |= set(add_metric_arguments(p, skip=taken))  # --precision, --compile
     add_option_arguments(p, skip=taken)                 # --smooth-samples, --scorecam-channels..

@@ -716,9 +716,12 @@ class Road(Readout):
         cols = [Column(road_column(MORF, p), f"ROAD MoRF, {p}% removed", LOWER) for p in ps]
         cols += [Column(road_column(LERF, p), f"ROAD LeRF, {p}% removed", HIGHER) for p in ps]
         return cols + [
-            Column(road_column(MORF), "ROAD MoRF (mean over %)", LOWER, table=ROAD_TABLE),
-            Column(road_column(LERF), "ROAD LeRF (mean over %)", HIGHER, table=ROAD_TABLE),
-            Column(COMBINED, "ROAD combined ((LeRF - MoRF) / 2)", HIGHER, table=ROAD_TABLE)]
+            Column(road_column(MORF), "ROAD MoRF (mean over %)", LOWER, table=ROAD_TABLE,
+                   verdict=True),
+            Column(road_column(LERF), "ROAD LeRF (mean over %)", HIGHER, table=ROAD_TABLE,
+                   verdict=True),
+            Column(COMBINED, "ROAD combined ((LeRF - MoRF) / 2)", HIGHER, table=ROAD_TABLE,
+                   verdict=True)]
 
     def copies(self, config: MetricConfig) -> Sequence[Hashable]:
         return road_copies(getattr(config, "road_percentiles", ()))

@@ -30,10 +30,11 @@ group             files
 ================  ============================================================================
 
 and, when given: the claims heat map (``claims_heatmap.png`` / ``.pdf`` under ``figures``) and the
-two studies that run evaluations of their own (:func:`run_studies`, run on every rank under
+three studies that run evaluations of their own (:func:`run_studies`, run on every rank under
 ``torchrun`` before the main rank writes): ``untrained_seeds`` (attention-untrained over seeds,
-:func:`paperlib.protocol.run_seed_sweep`) and ``protocol`` + ``protocol_verdicts`` (fills x targets,
-:func:`paperlib.protocol.run_protocol`).
+:func:`paperlib.protocol.run_seed_sweep`), ``protocol`` + ``protocol_verdicts`` (fills x targets,
+:func:`paperlib.protocol.run_protocol`) and ``road`` + ``road_controls`` (ROAD on a named subset,
+:func:`paperlib.protocol.run_road`).
 """
 
 from __future__ import annotations
@@ -90,26 +91,33 @@ class Studies:
 
     seed_sweep: pd.DataFrame | None = None   # protocol.run_seed_sweep
     protocol: pd.DataFrame | None = None     # protocol.run_protocol
+    road: pd.DataFrame | None = None         # protocol.run_road
 
 
 def run_studies(black_box: BlackBox, dataset: ImageDataset, settings: EvalSettings,
                 results_root: str | Path | None = None, untrained_seeds: int | None = None,
-                protocol_study: bool = True, progress: bool = True) -> Studies:
+                protocol_study: bool = True, road_images: int | None = None,
+                progress: bool = True) -> Studies:
     """Run (or resume) the seed sweep of ``attention-untrained`` (``untrained_seeds`` seeds;
-    ``None``: :data:`paperlib.protocol.UNTRAINED_SEEDS`; 0: no sweep) and, with
-    ``protocol_study``, the protocol sensitivity study, on ``settings``' images. Every process
-    of a ``torchrun`` job calls it (the runs are sharded like the evaluation's)."""
-    if untrained_seeds is not None and (isinstance(untrained_seeds, bool)
-                                        or not isinstance(untrained_seeds, int)
-                                        or untrained_seeds < 0):
-        raise ValueError(f"untrained_seeds must be a count >= 0 or None, got {untrained_seeds!r}")
+    ``None``: :data:`paperlib.protocol.UNTRAINED_SEEDS`; 0: no sweep), with ``protocol_study``
+    the protocol sensitivity study, and the ROAD study on the first ``road_images`` images
+    (``None``: :data:`paperlib.protocol.ROAD_IMAGES`; 0: no ROAD study), on ``settings``'
+    images. Every process of a ``torchrun`` job calls it (the runs are sharded like the
+    evaluation's)."""
+    for name, value in (("untrained_seeds", untrained_seeds), ("road_images", road_images)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            raise ValueError(f"{name} must be a count >= 0 or None, got {value!r}")
     sweep = None
     if untrained_seeds != 0:
         sweep = protocol.run_seed_sweep(black_box, dataset, settings, seeds=untrained_seeds,
                                         results_root=results_root, progress=progress)
     rows = (protocol.run_protocol(black_box, dataset, settings, results_root=results_root,
                                   progress=progress) if protocol_study else None)
-    return Studies(sweep, rows)
+    road = (protocol.run_road(black_box, dataset, settings, n_images=road_images,
+                              results_root=results_root, progress=progress)
+            if road_images != 0 else None)
+    return Studies(sweep, rows, road)
 
 
 @dataclass
@@ -281,6 +289,17 @@ def _studies(studies: Studies, out: Path, where: str, written: Outputs) -> None:
             changes = protocol.protocol_verdicts(claims)
             written.table("protocol_verdicts", changes, out,
                           "Claim-check verdicts per protocol (target/fill)", display=changes)
+    if studies.road is not None and len(studies.road):
+        road, against = protocol.road_table(studies.road)
+        n = studies.road["file"].nunique()
+        written.table("road", road, out,
+                      f"ROAD (Rong et al. 2022; {len(protocol.ROAD_PERCENTILES)} percentages "
+                      f"removed, noisy linear imputation), {n} images; 95% bootstrap intervals; "
+                      f"{where}")
+        if len(against):
+            written.table("road_controls", against, out,
+                          f"ROAD: each method against the control maps, {n} images; {where}",
+                          display=against.round(4))
 
 
 def write_evaluation(evaluation: Evaluation, out: str | Path, where: str, *,

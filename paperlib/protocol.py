@@ -11,6 +11,12 @@ read-out only), each a set of ordinary evaluation runs, cached and resumable lik
 * **untrained module, many seeds** (:func:`run_seed_sweep`): ``attention-untrained`` for S seeds
   and each initialisation against Grad-CAM; :func:`seed_sweep_table` reports mean, min and max
   over seeds and for how many seeds the module is significantly better / worse / not different.
+* **ROAD** (:func:`run_road`): the ROAD read-out (:class:`paperlib.metrics.Road`, percentages
+  :data:`ROAD_PERCENTILES` removed and imputed) on a named subset, :func:`road_methods` (the
+  paper's baselines, every reading of its method, the controls) and the first
+  :data:`ROAD_IMAGES` images: 18 imputed copies per (method, image) cost ~20 forwards' worth of
+  work each, too much for every method and image of the main run on a CPU. :func:`road_table`
+  gives the means with intervals and the check against the controls.
 """
 
 from __future__ import annotations
@@ -30,17 +36,26 @@ from .data import ImageDataset
 from .evaluation import EvalSettings, run_evaluation
 from .masking import FILLS
 from .metrics import MetricConfig
+from .road import COMBINED, ORDERS, road_column
 from .stats import holm, paired_wilcoxon
-from .tables import CLAIMS, claim_check, wilcoxon_table
+from .tables import CLAIMS, claim_check, control_check, readout_table, wilcoxon_table
 
-__all__ = ["PROTOCOL_FRACTION", "TARGET_MODES", "UNTRAINED_SEEDS", "protocol_table",
-           "protocol_verdicts", "run_protocol", "run_seed_sweep", "seed_sweep_table"]
+__all__ = ["PROTOCOL_FRACTION", "ROAD_IMAGES", "ROAD_PERCENTILES", "ROAD_ROLES", "TARGET_MODES",
+           "UNTRAINED_SEEDS", "protocol_table", "protocol_verdicts", "road_methods",
+           "road_settings", "road_table", "run_protocol", "run_road", "run_seed_sweep",
+           "seed_sweep_table"]
 
 TARGET_MODES = ("predicted", "label")
 #: Seeds of the untrained module in :func:`run_seed_sweep` (0 .. S-1).
 UNTRAINED_SEEDS = 10
 #: The top-k% read-out of the cheap studies (the regime the paper highlights).
 PROTOCOL_FRACTION = 20
+#: Images of the ROAD study (the first of the run's split; fewer when the run has fewer).
+ROAD_IMAGES = 24
+#: Percentages of pixels removed in the ROAD study (Rong et al.; pytorch-grad-cam's default).
+ROAD_PERCENTILES = tuple(range(10, 100, 10))
+#: The roles of the methods the ROAD study runs (:func:`road_methods`).
+ROAD_ROLES = ("baseline", "variant", "control")
 
 
 class _MemoExplainer:
@@ -186,3 +201,59 @@ def seed_sweep_table(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
                          "better": better, "worse": worse,
                          "no significant difference": len(values) - better - worse})
     return pd.DataFrame(rows)
+
+
+def road_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """The ROAD study's methods among ``methods``, in their order: those with a role in
+    :data:`ROAD_ROLES` whose record allows the studies (:attr:`paperlib.cam.MethodSpec.studies`)."""
+    return tuple(m for m in methods if METHODS[m].role in ROAD_ROLES and METHODS[m].studies)
+
+
+def road_settings(base: EvalSettings, n_images: int | None = None,
+                  percentiles: Sequence[int] = ROAD_PERCENTILES) -> EvalSettings:
+    """``base`` turned into the ROAD study's run: :func:`road_methods`, the first ``n_images``
+    (``None``: :data:`ROAD_IMAGES`; never more than ``base``'s), ROAD at ``percentiles`` with
+    ``base``'s noise and seed, top-20% kept (no curves)."""
+    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int)
+                                 or n_images < 1):
+        raise ValueError(f"the ROAD study's n_images must be a count >= 1 or None, got "
+                         f"{n_images!r}")
+    n = ROAD_IMAGES if n_images is None else n_images
+    if base.n_images is not None:
+        n = min(n, base.n_images)
+    m = base.metrics
+    return EvalSettings(methods=road_methods(base.methods), split=base.split, n_images=n,
+                        target=base.target, explain=base.explain,
+                        metrics=MetricConfig(fill=m.fill, fractions=(PROTOCOL_FRACTION,),
+                                             curve_steps=0, road_percentiles=tuple(percentiles),
+                                             road_noise=m.road_noise, road_seed=m.road_seed,
+                                             precision=m.precision, compile=m.compile),
+                        batch_size=base.batch_size)
+
+
+def run_road(black_box: BlackBox, dataset: ImageDataset, base: EvalSettings,
+             n_images: int | None = None, percentiles: Sequence[int] = ROAD_PERCENTILES,
+             results_root: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Rows of the ROAD study (:func:`road_settings`), cached and resumable like every run."""
+    settings = road_settings(base, n_images, percentiles)
+    if not settings.methods:
+        return pd.DataFrame()
+    return run_evaluation(black_box, dataset, settings, results_root, progress=progress,
+                          name="road").frame
+
+
+def road_table(frame: pd.DataFrame, percentiles: Sequence[int] = ROAD_PERCENTILES,
+               seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ROAD study's tables: per method, MoRF, LeRF and combined (means over the
+    percentages) with 95% bootstrap intervals; and each non-control method against the best
+    control on those three (:func:`paperlib.tables.control_check`)."""
+    config = MetricConfig(fractions=(PROTOCOL_FRACTION,), curve_steps=0,
+                          road_percentiles=tuple(percentiles))
+    methods = list(dict.fromkeys(frame["method"]))
+    table = readout_table(frame, methods, "road", config, seed=seed)
+    controls = [m for m in methods if METHODS[m].role == "control"]
+    others = [m for m in methods if m not in controls]
+    check = (control_check(frame, others, controls, config=config,
+                           columns=[road_column(o) for o in ORDERS] + [COMBINED])
+             if controls and others else pd.DataFrame())
+    return table, check

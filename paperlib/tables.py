@@ -172,18 +172,22 @@ class _Claims(Mapping[str, tuple[str, int]]):
 CLAIMS: Mapping[str, tuple[str, int]] = _Claims()
 
 
-def verdict_metrics(columns: Sequence[str] | None = None) -> dict[str, tuple[str, int]]:
+def verdict_metrics(columns: Sequence[str] | None = None, config: MetricConfig | None = None
+                    ) -> dict[str, tuple[str, int]]:
     """``{column: (label, direction)}`` of the columns the verdict shows: every claim column and
-    those the read-outs mark :attr:`paperlib.metrics.Column.verdict` (Average Gain), in the
-    records' order; only those in ``columns`` when given (a run's frame)."""
-    out = {c.name: (c.label, c.direction) for c in MetricConfig().columns()
+    those the read-outs mark :attr:`paperlib.metrics.Column.verdict` (Average Gain; ROAD's means
+    when ``config`` turns it on), in the records' order; only those in ``columns`` when given (a
+    run's frame). ``config``: the run's metric configuration (default :class:`MetricConfig`'s)."""
+    out = {c.name: (c.label, c.direction) for c in (config or MetricConfig()).columns()
            if c.claim or c.verdict}
     return {k: v for k, v in out.items() if columns is None or k in columns}
 
 
 def control_check(frame: pd.DataFrame, methods: Sequence[str], controls: Sequence[str],
-                  alpha: float = ALPHA) -> pd.DataFrame:
-    """Does each method beat every control map on each verdict metric (:func:`verdict_metrics`)?
+                  alpha: float = ALPHA, config: MetricConfig | None = None,
+                  columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Does each method beat every control map on each verdict metric (:func:`verdict_metrics`
+    of ``config``; only ``columns`` when given)?
 
     Per (method, metric): the method's mean over images, the best control's (by the metric's
     direction) and a paired two-sided Wilcoxon test against that control, Holm-adjusted over the
@@ -194,7 +198,10 @@ def control_check(frame: pd.DataFrame, methods: Sequence[str], controls: Sequenc
     per = dict(_by_method(frame, list(methods) + list(controls)))
     ctrl = [c for c in controls if c in per]
     rows = []
-    for col, (label, sign) in verdict_metrics(list(frame.columns)).items():
+    metrics = verdict_metrics(list(frame.columns), config)
+    for col, (label, sign) in metrics.items():
+        if columns is not None and col not in columns:
+            continue
         if not ctrl:
             break
         means = {c: float(per[c][col].mean()) for c in ctrl}

@@ -19,7 +19,7 @@ PARAMS = {"model_name": "efficientnet_lite0", "device": "cpu", "seed": 0, "n_ima
 
 TABLES = ["table3", "table4", "table4_trend", "table4_scale", "deletion_insertion", "wilcoxon",
           "claims", "controls", "metric_agreement", "metric_reliability", "calibration", "power",
-          "untrained_seeds", "protocol", "protocol_verdicts"]
+          "untrained_seeds", "protocol", "protocol_verdicts", "road", "road_controls"]
 #: Every file of a full write (tables in three formats), and the claims heat map.
 FILES = sorted([f"{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
                + ["table4_scale_verdict.txt", "eval_speed.json", "eval_split.json",
@@ -43,13 +43,15 @@ def written(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     cli = root / "cli"
     assert paperlib_cli.main(["evaluate", "--model", "efficientnet_lite0", "--device", "cpu",
                               "--n-images", "4", "--methods", *METHODS, "--curve-steps", "2",
-                              "--batch-size", "4", "--untrained-seeds", "1", "--no-progress",
+                              "--batch-size", "4", "--untrained-seeds", "1", "--road-images", "2",
+                              "--no-progress",
                               "--data-dir", str(data_dir), "--out", str(cli)]) == 0
     nb_results, nb_figures = root / "nb-results", root / "nb-figures"
     run = notebook.open_evaluation({**PARAMS, "data_dir": str(data_dir), "output_dir": str(cli),
                                     "figures_dir": str(nb_figures)})
     studies = outputs.run_studies(run.black_box, run.dataset, run.settings, str(cli),
-                                  untrained_seeds=1, protocol_study=True, progress=False)
+                                  untrained_seeds=1, protocol_study=True, road_images=2,
+                                  progress=False)
     out = outputs.write_evaluation(run.evaluation, nb_results, run.where, figures=run.figures,
                                    studies=studies)
     return cli, nb_results, nb_figures, run, out
@@ -94,6 +96,11 @@ def test_the_studies_tables(written):
     verdicts = out.tables["protocol_verdicts"]
     assert set(verdicts["variant"]) == {"attention-fixed"}
     assert set(verdicts["baseline"]) == {"gradcam", "xgradcam"}
+    road, against = out.tables["road"], out.tables["road_controls"]
+    assert road["method"].tolist() == METHODS and set(road["n_images"]) == {2}
+    assert {"road_morf", "road_lerf", "road_combined"} <= set(road.columns)
+    assert set(against["best_control"]) == {"fakecam"}
+    assert set(against["column"]) == {"road_morf", "road_lerf", "road_combined"}
     speed = json.loads((written[0] / "eval_speed.json").read_text())
     assert speed["images"] == 4 and out.speed == run.evaluation.speed()
 
@@ -113,6 +120,8 @@ def test_bad_options_name_the_value(written, tmp_path):
         outputs.write_evaluation(run.evaluation, tmp_path, run.where, groups=["tables"])
     with pytest.raises(ValueError, match="untrained_seeds must be a count >= 0 or None, got -2"):
         outputs.run_studies(run.black_box, run.dataset, run.settings, untrained_seeds=-2)
+    with pytest.raises(ValueError, match="road_images must be a count >= 0 or None, got 1.5"):
+        outputs.run_studies(run.black_box, run.dataset, run.settings, road_images=1.5)
     with pytest.raises(SystemExit):
         paperlib_cli.build_parser(["evaluate"]).parse_args(["evaluate", "--untrained-seeds",
                                                             "some"])
