@@ -19,13 +19,15 @@ reported. Goals: kit / floor <= 1.3, peer / kit >= 10.
     .venv/bin/python benchmarks/bench_road.py [--images 4] [--threads 1] [--repeats 3]
         [--peer-images 1] [--peer-methods gradcam] [--device auto|cpu|cuda] [--json PATH]
 
-Prints a JSON summary (and writes it to ``--json`` when given).
+Prints a JSON summary and writes it to ``<out>/road_<device>.json`` with the report
+``<out>/ROAD_<device>.md`` (``--out`` default: this folder; ``--json``: one more copy).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -43,6 +45,7 @@ from paperlib.imputation import linear_impute
 from paperlib.masking import masked_inputs, pixel_ranks
 from paperlib.metrics import MetricConfig, Road, ScoringContext, score_inputs
 from paperlib.perf import CHUNK_SIZE, clock, configure_malloc
+from paperlib.report import render as render_template
 from paperlib.road import road_removed
 
 PERCENTILES = tuple(range(10, 100, 10))
@@ -62,7 +65,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
     ap.add_argument("--malloc", default="keep", choices=["keep", "system"])
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
+                    help="folder for road_<device>.json and ROAD_<device>.md "
+                         "(default: benchmarks/)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     return ap.parse_args(argv)
 
 
@@ -132,6 +138,7 @@ def peer_road(bb, images, maps, targets, methods, n_images) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    load_start = os.getloadavg()[0]
     malloc = configure_malloc(args.malloc)
     torch.set_num_threads(args.threads)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
@@ -177,8 +184,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = {
         "machine": {"platform": platform.platform(), "python": sys.version.split()[0],
                     "torch": torch.__version__, "device": str(bb.device),
-                    "threads": torch.get_num_threads(), "malloc": malloc},
+                    "threads": torch.get_num_threads(), "malloc": malloc,
+                    "load_average_at_start": load_start,
+                    "load_average_at_end": os.getloadavg()[0]},
         "images": len(images), "methods": methods, "percentiles": list(PERCENTILES),
+        "repeats": args.repeats, "peer_units": peer["units"],
         "copies_per_method_image": 2 * len(PERCENTILES),
         "imputation_one_image_18_masks": one_image,
         "kit_seconds_per_method_image": kit_s,
@@ -196,7 +206,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(text)
     if args.json:
         args.json.write_text(text + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    kind = bb.device.type
+    (args.out / f"road_{kind}.json").write_text(text + "\n")
+    (args.out / f"ROAD_{kind}.md").write_text(report(out))
     return out
+
+
+def report(results: dict[str, Any]) -> str:
+    """``ROAD_<device>.md`` from the JSON (template ``paperlib/templates/bench_road.md.j2``)."""
+    return render_template("bench_road.md.j2", m=results["machine"], r=results)
 
 
 if __name__ == "__main__":

@@ -255,10 +255,12 @@ class MetricConfig(RoadOptions, CurveOptions, TopOptions, MaskingOptions):
     def key(self) -> dict[str, Any]:
         """What determines the numbers: every field not marked :data:`NO_NUMBER`, as JSON
         values (tuples as lists, a fill by :func:`paperlib.masking.fill_key`); plus
-        ``readouts`` (their names) when the registered read-outs are not the kit's own. The ROAD
-        fields are left out while ROAD is off (``road_percentiles=()``), so that the keys of
-        results without ROAD are what they were before it."""
-        off = set() if self.road_percentiles else {f.name for f in dataclasses.fields(RoadOptions)}
+        ``readouts`` (their names) when the registered read-outs are not the kit's own. The
+        fields of a read-out that is off (:meth:`Readout.active`; ROAD with
+        ``road_percentiles=()``) are left out, so that the keys of results without it are what
+        they were before it."""
+        off = {f.name for r in READOUTS.values() if r.options is not None and not r.active(self)
+               for f in dataclasses.fields(r.options)}
         out = {f.name: _key_value(getattr(self, f.name)) for f in dataclasses.fields(self)
                if not f.metadata.get("changes_no_number") and f.name not in off}
         if tuple(READOUTS) != KIT_READOUTS:
@@ -409,6 +411,12 @@ class Readout:
 
     def columns(self, config: MetricConfig) -> list[Column]:
         raise NotImplementedError
+
+    def active(self, config: MetricConfig) -> bool:
+        """Whether the read-out runs under ``config`` (default: always). While it does not, its
+        options' fields are left out of :meth:`MetricConfig.key`: a read-out off by default
+        leaves the keys of results made before it as they were."""
+        return True
 
     def cells(self, config: MetricConfig) -> list[Column]:
         """The columns with a table cell, in the table's order (default: the row order)."""
@@ -722,6 +730,9 @@ class Road(Readout):
                    verdict=True),
             Column(COMBINED, "ROAD combined ((LeRF - MoRF) / 2)", HIGHER, table=ROAD_TABLE,
                    verdict=True)]
+
+    def active(self, config: MetricConfig) -> bool:
+        return bool(getattr(config, "road_percentiles", ()))
 
     def copies(self, config: MetricConfig) -> Sequence[Hashable]:
         return road_copies(getattr(config, "road_percentiles", ()))

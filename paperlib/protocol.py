@@ -244,13 +244,14 @@ def run_road(black_box: BlackBox, dataset: ImageDataset, base: EvalSettings,
 
 def road_table(frame: pd.DataFrame, percentiles: Sequence[int] = ROAD_PERCENTILES,
                seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ROAD study's tables: per method, MoRF, LeRF and combined (means over the
-    percentages) with 95% bootstrap intervals; and each non-control method against the best
+    """The ROAD study's tables: per method (and its role), MoRF, LeRF and combined (means over
+    the percentages) with 95% bootstrap intervals; and each non-control method against the best
     control on those three (:func:`paperlib.tables.control_check`)."""
     config = MetricConfig(fractions=(PROTOCOL_FRACTION,), curve_steps=0,
                           road_percentiles=tuple(percentiles))
     methods = list(dict.fromkeys(frame["method"]))
     table = readout_table(frame, methods, "road", config, seed=seed)
+    table.insert(1, "role", [METHODS[m].role for m in table["method"]])
     controls = [m for m in methods if METHODS[m].role == "control"]
     others = [m for m in methods if m not in controls]
     check = (control_check(frame, others, controls, config=config,

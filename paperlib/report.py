@@ -296,6 +296,21 @@ def beats_controls(controls: pd.DataFrame) -> dict[str, str]:
     return out
 
 
+def _beating(controls: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per metric of a control check (``controls.csv``, ``road_controls.csv``): the best control,
+    its mean and the methods beating every control (mean) and significantly so."""
+    metrics = []
+    for label, sub in controls.groupby("metric", sort=False):
+        won = sub["beats_every_control"].astype(str) == "True"
+        sig = sub["significantly"].astype(str) == "True"
+        metrics.append({"metric": str(label), "column": str(sub["column"].iloc[0]),
+                        "best_control": str(sub["best_control"].iloc[0]),
+                        "control_value": float(sub["control_value"].iloc[0]),
+                        "n_methods": len(sub), "beaten_by": sub.loc[won, "method"].tolist(),
+                        "significantly": sub.loc[sig, "method"].tolist()})
+    return metrics
+
+
 def control_facts(controls: pd.DataFrame, table3: pd.DataFrame) -> dict[str, Any]:
     """The control check as data: the control maps' Table 3 cells (the methods of Table 3 that
     the check compares against, i.e. not among its ``method`` column), and per verdict metric the
@@ -306,15 +321,23 @@ def control_facts(controls: pd.DataFrame, table3: pd.DataFrame) -> dict[str, Any
              "increase": float(r["increase"]),
              "avg_gain": float(r["avg_gain"]) if "avg_gain" in r else None}
             for _, r in ctrl_rows.iterrows()]
-    metrics = []
-    for label, sub in controls.groupby("metric", sort=False):
-        won = sub["beats_every_control"].astype(str) == "True"
-        sig = sub["significantly"].astype(str) == "True"
-        metrics.append({"metric": str(label), "best_control": str(sub["best_control"].iloc[0]),
-                        "control_value": float(sub["control_value"].iloc[0]),
-                        "n_methods": len(sub), "beaten_by": sub.loc[won, "method"].tolist(),
-                        "significantly": sub.loc[sig, "method"].tolist()})
-    return {"controls": maps, "metrics": metrics, "n_methods": len(checked)}
+    return {"controls": maps, "metrics": _beating(controls), "n_methods": len(checked)}
+
+
+def road_facts(road: pd.DataFrame, against: pd.DataFrame | None) -> dict[str, Any]:
+    """The ROAD study as data (``road.csv``, ``road_controls.csv``): its images and methods, the
+    best non-control method by ``road_combined``, the controls' ``road_combined`` and, per ROAD
+    metric, the methods beating every control."""
+    ctrl = road[road["role"] == "control"]
+    others = road[~road["method"].isin(ctrl["method"])]
+    best = others.loc[others["road_combined"].idxmax()] if len(others) else None
+    return {"n_images": int(road["n_images"].max()), "n_methods": len(road),
+            "n_others": len(others),
+            "best": ({"method": str(best["method"]), "road_combined": float(best["road_combined"])}
+                     if best is not None else None),
+            "controls": [{"method": str(r["method"]), "road_combined": float(r["road_combined"])}
+                         for _, r in ctrl.iterrows()],
+            "metrics": _beating(against) if against is not None else []}
 
 
 def _controls(results: Path) -> dict[str, Any] | None:
@@ -324,9 +347,17 @@ def _controls(results: Path) -> dict[str, Any] | None:
     return control_facts(controls, t3)
 
 
+def _road(results: Path) -> dict[str, Any] | None:
+    road = _csv(results / "road.csv")
+    if road is None:
+        return None
+    return road_facts(road, _csv(results / "road_controls.csv"))
+
+
 def _trial(results: Path) -> dict[str, Any] | None:
-    """The metric on trial: the control check and the agreement between metrics."""
-    out = {"controls": _controls(results), "agreement": _agreement(results)}
+    """The metric on trial: the control check, ROAD and the agreement between metrics."""
+    out = {"controls": _controls(results), "road": _road(results),
+           "agreement": _agreement(results)}
     return out if any(v is not None for v in out.values()) else None
 
 
@@ -569,12 +600,16 @@ FILES = {"table2": "table2", "table3": "table3", "trend": "table4_trend",
          "curves": "deletion_insertion", "sanity": "sanity", "power": "power",
          "untrained": "untrained_seeds", "protocol": "protocol_verdicts", "scale": "table4_scale",
          "control_table": "controls", "agreement_table": "metric_agreement",
-         "reliability": "metric_reliability", "calibration": "calibration"}
+         "reliability": "metric_reliability", "calibration": "calibration",
+         "road_table": "road", "road_controls": "road_controls"}
+#: Blocks that show a benchmark's report (``benchmarks/<file>``) without its title line.
+BENCH_FILES = {"benchmark_cpu": "REPORT_cpu.md", "benchmark_road": "ROAD_cpu.md"}
 #: The order of the blocks.
 ORDER = ["table2", "choice", "table3", "table4", "trend", "claims", "curves", "wilcoxon",
          "sanity", "speed", "speed_full", "findings", "verdict", "scale_cost", "readings", "power",
          "untrained", "protocol", "scale", "precision", "matrix", "benchmark_cpu", "trial",
-         "control_table", "agreement_table", "reliability", "calibration", "identity"]
+         "control_table", "road_table", "road_controls", "benchmark_road", "agreement_table",
+         "reliability", "calibration", "identity"]
 
 
 def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
@@ -585,8 +620,9 @@ def blocks(results: Path, bench: Path | None = None) -> dict[str, str | None]:
     for name in ORDER:
         if name in FILES:
             out[name] = _file_md(results, FILES[name])
-        elif name == "benchmark_cpu":
-            out[name] = (_read(bench / "REPORT_cpu.md") or "").strip() or None
+        elif name in BENCH_FILES:
+            text = (_read(bench / BENCH_FILES[name]) or "").strip()
+            out[name] = re.sub(r"\A# [^\n]*\n+", "", text) or None
         else:
             f = computed[name]
             text = render(f"blocks/{name}.md.j2", f=f) if f is not None else ""

@@ -157,3 +157,20 @@ def test_goal_rules_explain_a_miss():
     assert "-> **met**" in reasons[0] and "Paired per-repetition ratio 1.000x." in reasons[0]
     assert "-> **NOT met**" in reasons[1] and "it is timing noise." in reasons[1]
     assert "-> **met**" in reasons[2] and "diagnostic" not in reasons[2]
+
+
+def test_bench_road_writes_its_json_and_report(tmp_path):
+    """benchmarks/bench_road.py on one image, one repeat: the JSON and ROAD_<device>.md from it
+    (every row of the table, the goals' verdicts derived from the ratios)."""
+    pytest.importorskip("pytorch_grad_cam")
+    import bench_road  # noqa: E402
+
+    out = bench_road.main(["--images", "1", "--repeats", "1", "--device", "cpu",
+                           "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "road_cpu.json").read_text()) == json.loads(json.dumps(out))
+    text = (tmp_path / "ROAD_cpu.md").read_text()
+    assert out["copies_per_method_image"] == 18 and out["peer_units"] == 1
+    met = "yes" if out["kit_over_floor"] <= 1.3 else "no"
+    assert f"| {out['kit_over_floor']:.2f} x the floor | <= 1.3 x | {met} |" in text
+    assert f"{out['peer_over_kit']:.1f} x the kit" in text
+    assert "What limits it" in text and "{{" not in text

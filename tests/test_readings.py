@@ -214,3 +214,22 @@ def test_protocol_rows_exist_for_every_fill_and_target(lite0, sample_dataset, tm
     # the black/predicted run equals an ordinary run's soft-map numbers
     label = rows[(rows["target_mode"] == "label") & (rows["fill"] == "black")]
     assert (label["target"] == label["label"]).all()
+
+
+def test_road_study_settings_name_its_subset():
+    """The ROAD study's run: the named subset of the base run's methods (baselines, readings,
+    controls whose record allows the studies), at most the base run's images, ROAD at 10..90%
+    with the base run's noise and seed, no curves; bad counts refused in one line."""
+    base = EvalSettings.from_parameters(dict(
+        methods=("gradcam", "scorecam", "opticam", "attention-fixed", "fakecam"), n_images=10,
+        road_noise=0.02, road_seed=3))
+    s = protocol.road_settings(base)
+    assert s.methods == ("gradcam", "attention-fixed", "fakecam")
+    assert s.n_images == 10 and protocol.road_settings(base, n_images=4).n_images == 4
+    assert protocol.road_settings(EvalSettings.from_parameters({})).n_images == protocol.ROAD_IMAGES
+    m = s.metrics
+    assert m.road_percentiles == protocol.ROAD_PERCENTILES == tuple(range(10, 100, 10))
+    assert (m.road_noise, m.road_seed, m.curve_steps, m.fractions) == (0.02, 3, 0, (20,))
+    with pytest.raises(ValueError, match="the ROAD study's n_images must be a count >= 1 or "
+                                         "None, got 0"):
+        protocol.road_settings(base, n_images=0)

@@ -119,6 +119,32 @@ def test_committed_benchmark_reports_render_byte_identical() -> None:
     text = bench_report.render_report(j["machine"], j["rows"], j["goal_reasons"], j["notes"],
                                       s["repeats"], s["slow_repeats"])
     assert text == (bench / "REPORT_cpu.md").read_text()
+    import bench_road
+
+    road = json.loads((bench / "road_cpu.json").read_text())
+    assert bench_road.report(road) == (bench / "ROAD_cpu.md").read_text()
+
+
+def test_road_facts() -> None:
+    road = pd.DataFrame({"method": ["gradcam", "xgradcam", "fakecam", "edge-map"],
+                         "role": ["baseline", "baseline", "control", "control"],
+                         "n_images": [3, 3, 3, 3], "road_combined": [0.15, 0.17, 0.02, 0.09]})
+    against = pd.DataFrame({
+        "method": ["gradcam", "xgradcam"] * 2, "metric": ["combined"] * 2 + ["MoRF"] * 2,
+        "column": ["road_combined"] * 2 + ["road_morf"] * 2,
+        "best_control": ["edge-map"] * 2 + ["fakecam"] * 2,
+        "control_value": [0.09, 0.09, 0.3, 0.3], "beats_every_control": [True, True, True, False],
+        "significantly": [False, True, False, False]})
+    f = report.road_facts(road, against)
+    assert f["n_images"] == 3 and f["n_methods"] == 4 and f["n_others"] == 2
+    assert f["best"] == {"method": "xgradcam", "road_combined": 0.17}
+    assert [c["method"] for c in f["controls"]] == ["fakecam", "edge-map"]
+    combined, morf = f["metrics"]
+    assert combined["beaten_by"] == ["gradcam", "xgradcam"]
+    assert combined["significantly"] == ["xgradcam"]
+    assert morf["best_control"] == "fakecam" and morf["beaten_by"] == ["gradcam"]
+    text = report.render("blocks/trial.md.j2", f={"controls": None, "road": f, "agreement": None})
+    assert "best `xgradcam` 0.170" in text and "combined 2 (`edge-map`, 0.090" in text
 
 
 def test_check_names_the_stale_file_and_writes_nothing(tmp_path: Path, capsys) -> None:
