@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # make reproduce ARGS="--device cuda"; `$(PY) -m paperlib COMMAND --help` lists the flags
 ARGS   ?=
 
-.PHONY: reproduce reproduce-matrix test lint env data lab train-attention benchmark readme
+.PHONY: reproduce reproduce-matrix test lint env data lab train-attention benchmark readme lock
 
 reproduce: env data
 	$(PY) -m paperlib reproduce $(ARGS)
@@ -38,6 +38,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m ipykernel install --sys-prefix --name paperlib --display-name "Python (paperlib)" >/dev/null
 	touch $(STAMP)
+
+# The exact versions of this environment (the one the tests and the committed results ran with):
+# requirements.lock; `pip install -r requirements.lock` pins them (tests/test_environment.py checks
+# it against pyproject.toml's bounds).
+lock: env
+	{ echo "# pip freeze of the kit's environment (make lock): $$($(PY) -c 'import platform; print(platform.python_version(), platform.machine())')"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -i '^paperlib[= ]'; } > requirements.lock
 
 # Images: $PAPERLIB_DATA, else data/imagenet-sample; downloaded (pinned) only when missing.
 data: env

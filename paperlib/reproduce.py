@@ -3,7 +3,8 @@
 Each notebook runs with its committed defaults overridden by :data:`FULL_RUN` (all images of the
 sample, the documented method defaults) and by what the command line passes through. The executed
 notebooks are saved under ``results/notebooks/``; each step's wall time goes to
-``results/reproduce_summary.json`` and a summary of where the tables and figures are is printed.
+``results/reproduce_summary.json`` with the commit, the package versions and the machine
+(:mod:`paperlib.provenance`), and a summary of where the tables and figures are is printed.
 A step that fails stops the run with the notebook's error; finished per-image results stay cached,
 so a rerun resumes. While a notebook runs, the progress lines its kernel writes
 (:mod:`paperlib.progress`, to ``results/logs/progress-<time>.log``) are printed in the terminal.
@@ -21,7 +22,7 @@ import argparse
 import contextlib
 import json
 import os
-import platform
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,10 +35,28 @@ from .atomic import atomic_write_text
 from .paths import REPO_ROOT, figures_dir, results_dir
 from .perf import MALLOC_ENV
 from .progress import LOG_ENV
+from .provenance import record
 
 NOTEBOOKS = ("01_model_selection", "02_gradcam", "03_attention", "04_tables", "05_figures",
              "06_your_model")
 KERNEL = "paperlib"
+
+
+def choose_kernel() -> str:
+    """The kit's Jupyter kernel when it is registered (``make env``), else ``python3``, the
+    running interpreter's own (ipykernel's native spec), so that a conda or plain-pip install never
+    dies with papermill's ``NoSuchKernel``; one line says which."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager()
+    if KERNEL in specs.find_kernel_specs():
+        print(f"kernel: '{KERNEL}' (the kit's, registered by make env)", flush=True)
+        return KERNEL
+    python = specs.get_kernel_spec("python3").argv[0]
+    print(f"kernel: '{KERNEL}' is not registered; the notebooks run in 'python3' ({python}). "
+          f"Register the kit's with: {sys.executable} -m ipykernel install --user --name {KERNEL}",
+          flush=True)
+    return "python3"
 
 #: Parameters of the full run, per notebook (the committed notebooks hold a small run).
 FULL_RUN: dict[str, dict] = {
@@ -85,6 +104,7 @@ def refresh_committed(names: list[str]) -> None:
 
     import papermill as pm
 
+    kernel = choose_kernel()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["PAPERLIB_RESULTS"] = str(Path(tmp) / "results")
         os.environ["PAPERLIB_FIGURES"] = str(Path(tmp) / "figures")
@@ -92,7 +112,7 @@ def refresh_committed(names: list[str]) -> None:
         for name in names:
             path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
             print(f"refreshing {path.name}", flush=True)
-            pm.execute_notebook(str(path), str(path), kernel_name=KERNEL, progress_bar=False,
+            pm.execute_notebook(str(path), str(path), kernel_name=kernel, progress_bar=False,
                                 cwd=str(path.parent))
             sanitise(path)
 
@@ -200,6 +220,7 @@ def main(args: argparse.Namespace) -> int:
     os.environ[LOG_ENV] = str(progress_log)
     os.environ.setdefault(MALLOC_ENV, "keep")  # the kernels' allocator (paperlib.perf)
     timings: dict[str, float] = {}
+    kernel = choose_kernel()
     started = time.time()
     try:
         checked = False
@@ -216,7 +237,7 @@ def main(args: argparse.Namespace) -> int:
             with show_progress(progress_log):
                 pm.execute_notebook(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"),
                                     str(out_nb / f"{name}.ipynb"), parameters=params,
-                                    kernel_name=KERNEL, progress_bar=True,
+                                    kernel_name=kernel, progress_bar=True,
                                     cwd=str(REPO_ROOT / "notebooks"), log_output=False)
             timings[name] = round(time.time() - t0, 1)
             print(f"    done in {timings[name]:.0f} s", flush=True)
@@ -229,10 +250,10 @@ def main(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "steps_seconds": timings, "total_seconds": round(time.time() - started, 1),
         "arguments": {k: v for k, v in vars(args).items() if k not in ("command", "debug")},
-        "python": platform.python_version(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "machine": platform.machine(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        "kernel": kernel, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **record(REPO_ROOT)}
     atomic_write_text(results_dir() / "reproduce_summary.json",
                       json.dumps(summary, indent=2) + "\n")
     from . import readme

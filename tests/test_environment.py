@@ -133,3 +133,56 @@ def test_every_imported_third_party_module_is_declared():
         if not dists & declared:
             undeclared[module] = (sorted(dists) or "not installed", sorted(files)[:3])
     assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+
+
+def _lock() -> dict[str, str]:
+    """``requirements.lock``: distribution -> pinned version (every line ``name==version``)."""
+    pins = {}
+    for n, line in enumerate((ROOT / "requirements.lock").read_text().splitlines(), start=1):
+        if not line or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and version, f"requirements.lock:{n}: {line!r} is not name==version"
+        pins[_normal(name)] = version
+    return pins
+
+
+def test_lock_pins_every_declared_package_within_its_bounds():
+    """The lock (``make lock``) pins each package of pyproject.toml (and so environment.yml) at a
+    version its bounds admit: pinning never leaves the declared ranges."""
+    from packaging.specifiers import SpecifierSet
+
+    pins = _lock()
+    missing = sorted(set(_declared()) - set(pins))
+    assert not missing, f"requirements.lock lacks {missing}: run `make lock`"
+    outside = {name: (pins[name], spec) for name, spec in _declared().items()
+               if not SpecifierSet(spec).contains(pins[name], prereleases=True)}
+    assert not outside, f"requirements.lock pins outside pyproject.toml's bounds: {outside}"
+    assert "paperlib" not in pins
+
+
+def test_the_committed_results_ran_with_the_locked_versions():
+    """Where ``results/reproduce_summary.json`` records package versions (paperlib.provenance),
+    each declared package's equals the lock's pin."""
+    summary = json.loads((ROOT / "results" / "reproduce_summary.json").read_text())
+    if "packages" not in summary:
+        import pytest
+        pytest.skip("the committed results predate the version record")
+    pins = _lock()
+    differ = {name: (version, pins.get(name)) for name, version in summary["packages"].items()
+              if name in _declared() and version is not None and pins.get(name) != version}
+    assert not differ, f"results ran with versions other than requirements.lock's: {differ}"
+
+
+def test_citation_and_licence_agree_with_pyproject():
+    """CITATION.cff is valid YAML naming the kit's version and licence (pyproject.toml's), the
+    paper as its reference with its DOI, and LICENSE holds that licence's text."""
+    project = _project()["project"]
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    assert cff["version"] == cff["preferred-citation"]["version"] == project["version"]
+    assert cff["license"] == project["license"]["text"] == "MIT"
+    paper = cff["references"][0]
+    assert paper["doi"] == "10.3390/app12083846" and paper["year"] == 2022
+    assert [a["family-names"] for a in paper["authors"]] == ["An", "Joe"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
