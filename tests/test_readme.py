@@ -84,7 +84,7 @@ def test_blocks_keeps_its_names(tmp_path: Path) -> None:
             "sanity", "speed", "findings"} <= names
     # the benchmark's blocks come from benchmarks/, the identity's from the paper's numbers
     assert all(report.blocks(tmp_path)[n] is None
-               for n in names - {"benchmark_cpu", "scale_cost", "identity"})
+               for n in names - {"benchmark_cpu", "benchmark_road", "scale_cost", "identity"})
     assert "45.27" in report.blocks(tmp_path)["identity"]
 
 
