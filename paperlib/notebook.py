@@ -7,6 +7,7 @@ classes, never in a notebook).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,40 @@ from .evaluation import EvalSettings, Evaluation, run_evaluation
 from .model_selection import chosen_model
 from .models import load_model
 from .outputs import split_description
-from .paths import figures_dir, results_dir
+from .paths import REPO_ROOT, figures_dir, results_dir
 
-__all__ = ["EvalRun", "open_black_box", "open_evaluation"]
+__all__ = ["EvalRun", "open_black_box", "open_evaluation", "output_folders"]
+
+#: Where a notebook run by hand writes when no folder is named: beside, never over, the full run.
+SCRATCH = "scratch"
+
+
+def output_folders(output_dir: str | os.PathLike | None, figures: str | os.PathLike | None
+                   ) -> tuple[Path, Path]:
+    """A notebook's tables-and-caches folder and its figures folder.
+
+    A folder named by the parameter, else by ``$PAPERLIB_RESULTS`` / ``$PAPERLIB_FIGURES`` (which
+    ``make reproduce`` sets to ``results/`` and ``figures/`` for its kernels, and ``make test`` to
+    temporary folders), is used as given. A notebook run by hand with neither (JupyterLab "Run
+    all", a bare papermill call) writes into ``results/scratch/`` and ``figures/scratch/``
+    (git-ignored) and says so in one line, so that an 8-image rerun never replaces the tables and
+    figures of the full run."""
+    out = []
+    for given, var, top in ((output_dir, "PAPERLIB_RESULTS", "results"),
+                            (figures, "PAPERLIB_FIGURES", "figures")):
+        if given is not None or os.environ.get(var):
+            out.append(results_dir(given) if top == "results" else figures_dir(given))
+        else:
+            folder = REPO_ROOT / top / SCRATCH
+            folder.mkdir(parents=True, exist_ok=True)
+            out.append(folder)
+    scratch = [str(f.relative_to(REPO_ROOT)) for f in out if f.name == SCRATCH
+               and f.parent.parent == REPO_ROOT]
+    if scratch:
+        print(f"run by hand: writing into {' and '.join(scratch)} (the full run's results/ and "
+              "figures/ stay as make reproduce wrote them; set output_dir / figures_dir to "
+              "choose)")
+    return out[0], out[1]
 
 
 def open_black_box(params: Mapping[str, Any]) -> tuple[BlackBox, ImageDataset]:

@@ -72,18 +72,22 @@ FULL_RUN: dict[str, dict] = {
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
-def sanitise(path: Path) -> None:
-    """Drop volatile parts of an executed notebook: execution metadata and timings, papermill's
-    records, stderr streams (warnings) and progress-bar widgets (each with a random model id);
-    execution counts are renumbered 1, 2... (nbval treats a cell without a count as never run)."""
+def sanitise(path: Path, keep_records: bool = False) -> None:
+    """Drop volatile parts of an executed notebook: stderr streams (warnings) and progress-bar
+    widgets (each with a random model id, frozen at their first frame in a saved copy); execution
+    counts are renumbered 1, 2... (nbval treats a cell without a count as never run). Unless
+    ``keep_records`` (the full run's copies in ``results/notebooks/``), also the execution
+    metadata, timings and papermill's records."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    nb.metadata.pop("papermill", None)
+    if not keep_records:
+        nb.metadata.pop("papermill", None)
     count = 0
     for cell in nb.cells:
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
+        if not keep_records:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             count += 1
             cell.execution_count = count
@@ -216,8 +220,13 @@ def main(args: argparse.Namespace) -> int:
     progress_log = results_dir() / "logs" / f"progress-{time.strftime('%Y%m%d-%H%M%S')}.log"
     progress_log.parent.mkdir(parents=True, exist_ok=True)
     progress_log.write_text("")
-    previous = {name: os.environ.get(name) for name in (LOG_ENV, MALLOC_ENV)}
+    previous = {name: os.environ.get(name)
+                for name in (LOG_ENV, MALLOC_ENV, "PAPERLIB_RESULTS", "PAPERLIB_FIGURES")}
     os.environ[LOG_ENV] = str(progress_log)
+    # named folders: the notebooks write the full run here, never into their by-hand scratch
+    # folders (paperlib.notebook.output_folders)
+    os.environ["PAPERLIB_RESULTS"] = str(results_dir())
+    os.environ["PAPERLIB_FIGURES"] = str(figures_dir())
     os.environ.setdefault(MALLOC_ENV, "keep")  # the kernels' allocator (paperlib.perf)
     timings: dict[str, float] = {}
     kernel = choose_kernel()
@@ -240,6 +249,7 @@ def main(args: argparse.Namespace) -> int:
                                     kernel_name=kernel, progress_bar=True,
                                     cwd=str(REPO_ROOT / "notebooks"), log_output=False)
             timings[name] = round(time.time() - t0, 1)
+            sanitise(out_nb / f"{name}.ipynb", keep_records=True)
             print(f"    done in {timings[name]:.0f} s", flush=True)
     finally:
         for name, value in previous.items():
