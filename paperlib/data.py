@@ -49,6 +49,7 @@ from .paths import default_data_dir
 __all__ = [
     "Batch",
     "BadImageWarning",
+    "ImageBudgetError",
     "ImageDataset",
     "LoadReport",
     "SPLITS",
@@ -94,12 +95,40 @@ def _wnid_to_index() -> dict[str, int]:
     return {w: i for i, w in enumerate(imagenet_classes()[0])}
 
 
+#: The memory budget of one image: its long side at most this many times its short side. Every
+#: black box resizes the short side to its input size (~256 px), so a 16000x1 PNG of 150 bytes would
+#: become 4,096,000 x 256 px (~4.9 GB at its peak); at 20:1 an image costs at most ~20 x 256^2 px.
+#: PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) bounds the decoded size itself.
+MAX_ASPECT = 20
+
+
+class ImageBudgetError(ValueError):
+    """An image whose shape would cost more memory than :data:`MAX_ASPECT` allows."""
+
+
 def read_rgb(path: str | os.PathLike) -> Image.Image:
     """Decode ``path`` fully and return an 8-bit RGB image (see the module docstring).
 
-    Raises ``OSError``/``ValueError`` for anything that is not a readable image.
+    Raises ``OSError``/``ValueError`` for anything that is not a readable image, and
+    :class:`ImageBudgetError` (from the header, before decoding) for an aspect ratio beyond
+    :data:`MAX_ASPECT`. PIL's decompression-bomb warning is re-issued naming the file.
     """
-    with Image.open(path) as opened:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        opened_ = Image.open(path)
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            warnings.warn(f"{os.fspath(path)}: {w.message}", BadImageWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    with opened_ as opened:
+        width, height = opened.size
+        if min(width, height) < 1 or max(width, height) > MAX_ASPECT * min(width, height):
+            ratio = max(width, height) / max(1, min(width, height))
+            raise ImageBudgetError(
+                f"{width}x{height} px: aspect ratio {ratio:.0f}:1 is beyond the memory budget "
+                f"of {MAX_ASPECT}:1 (resizing its short side to the input size would multiply "
+                f"its pixels {ratio:.0f}-fold)")
         opened.load()  # force the decode now: truncated files fail here, not later
         im: Image.Image = ImageOps.exif_transpose(opened)
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -381,8 +410,10 @@ class _Preprocessed(torch.utils.data.Dataset):
         file = self.dataset.file_name(i)
         try:
             return self.preprocess(read_rgb(r.path)), r.label, file, i, None
+        except ImageBudgetError as exc:
+            return None, r.label, file, i, f"beyond the memory budget: {exc}"
         except Exception as exc:  # noqa: BLE001 - any decode failure skips the file
-            return None, r.label, file, i, f"{type(exc).__name__}: {exc}"
+            return None, r.label, file, i, f"not a readable image ({type(exc).__name__}: {exc})"
 
 
 def _collate(items: list[tuple]) -> tuple:
@@ -416,7 +447,7 @@ def iter_batches(dataset: ImageDataset, preprocess: Callable, batch_size: int = 
                                          collate_fn=_collate, pin_memory=pin)
     for images, labels, files, idx, errors in loader:
         for file, error in errors:
-            dataset.report.skip(file, f"not a readable image ({error})")
+            dataset.report.skip(file, error)
         if not files:
             continue
         if target is not None:
