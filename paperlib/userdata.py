@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .data import ImageDataset, LoadReport, Record
+from .data import BadImageWarning, ImageDataset, LoadReport, Record
 
 __all__ = ["LabelledDataset", "load_labelled_images"]
 
@@ -118,8 +119,12 @@ def _list_folders(root: Path, report: LoadReport) -> list[tuple[Path, str]]:
 
 
 def _list_csv(table: Path, root: Path, report: LoadReport) -> list[tuple[Path, str]]:
-    """(file, label name) for each row of ``table`` naming an existing file under ``root``."""
+    """(file, label name) for each row of ``table`` naming an existing file under ``root``.
+
+    A file listed twice with the same label is one row (a warning names the lines); listed with
+    different labels it is an error naming every line and label, never a silent choice."""
     found: list[tuple[Path, str]] = []
+    lines: dict[Path, list[tuple[int, str]]] = {}  # file -> (line, label) of each row naming it
     with open(table, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}
@@ -144,7 +149,24 @@ def _list_csv(table: Path, root: Path, report: LoadReport) -> list[tuple[Path, s
                 report.skip(name, f"{table.name} line {row_number}: {path} is outside the image "
                                   f"root {root}")
                 continue
-            found.append((root / rel, label))
+            seen = lines.setdefault(root / rel, [])
+            seen.append((row_number, label))
+            if len(seen) == 1:
+                found.append((root / rel, label))
+            else:
+                report.listed -= 1  # the same file again: "files listed" counts files
+    conflicts = {p: rows for p, rows in lines.items() if len({label for _, label in rows}) > 1}
+    if conflicts:
+        said = "; ".join(f"{p.relative_to(root)} at " + ", ".join(f"line {n} ({label!r})"
+                                                                   for n, label in rows)
+                         for p, rows in conflicts.items())
+        raise ValueError(f"{table}: {len(conflicts)} file(s) listed with different labels: "
+                         f"{said}; expected one label per file")
+    for file, rows in lines.items():
+        if len(rows) > 1:
+            warnings.warn(f"{table.name}: {file.relative_to(root)} is listed {len(rows)} times "
+                          f"(lines {', '.join(str(n) for n, _ in rows)}) with the same label; "
+                          "read once", BadImageWarning, stacklevel=3)
     return found
 
 

@@ -190,3 +190,27 @@ def test_broken_link_is_listed_then_skipped_when_read(tmp_path: Path):
     with pytest.warns(BadImageWarning, match="skipped cats/gone.png: not a readable image"):
         got = [f for b in iter_batches(ds, lambda im: torch.zeros(3, 2, 2), 4) for f in b.files]
     assert got == ["cats/c.png"] and ds.report.n_skipped == 1
+
+
+def test_csv_duplicate_rows_are_one_image_with_a_warning(tmp_path: Path):
+    root = tmp_path / "imgs"
+    _image(root / "cat" / "tench.png", (255, 0, 0))
+    _image(root / "b.png", (0, 255, 0))
+    table = tmp_path / "labels.csv"
+    table.write_text("file,label\ncat/tench.png,cat\nb.png,dog\n"
+                     f"{root / 'cat' / 'tench.png'},cat\n")     # the same file, spelt otherwise
+    with pytest.warns(BadImageWarning, match=r"labels.csv: cat/tench.png is listed 2 times "
+                                             r"\(lines 2, 4\) with the same label; read once"):
+        ds = load_labelled_images(root, csv_file=table)
+    assert ds.files == ["cat/tench.png", "b.png"] and ds.report.listed == 2
+
+
+def test_csv_conflicting_labels_are_an_error_naming_the_rows(tmp_path: Path):
+    root = tmp_path / "imgs"
+    _image(root / "cat" / "tench.png", (255, 0, 0))
+    table = tmp_path / "labels.csv"
+    table.write_text("file,label\ncat/tench.png,cat\ncat/tench.png,cat\ncat/tench.png,dog\n")
+    with pytest.raises(ValueError, match=r"labels.csv: 1 file\(s\) listed with different labels: "
+                                         r"cat/tench.png at line 2 \('cat'\), line 3 \('cat'\), "
+                                         r"line 4 \('dog'\); expected one label per file"):
+        load_labelled_images(root, csv_file=table)
