@@ -61,6 +61,7 @@ from .cam import (
     safe_divide,
     upsample,
 )
+from .checks import check_fields, checked
 from .hooks import eval_mode, frozen_parameters
 from .masking import masked_inputs
 from .paths import PACKAGE_DIR
@@ -326,9 +327,12 @@ class PerImageOptions:
         checkpoint: the starting point, as for ``attention-trained``.
     """
 
-    per_image_steps: int = 10
-    per_image_lr: float = 0.01
+    per_image_steps: int = checked(10, integer=True, low=0)
+    per_image_lr: float = checked(0.01, low=0, low_open=True)
     checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_method("attention-per-image", label="Attention (per-image)", role="variant",

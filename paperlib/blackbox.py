@@ -26,6 +26,8 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from .checks import check_number
+
 __all__ = [
     "BlackBox",
     "BlackBoxSpec",
@@ -113,6 +115,11 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
+        for name, values, low_open in (("mean", mean, False), ("std", std, True)):
+            if len(values) == 0:
+                raise ValueError(f"{name} must be one finite number per channel, got {values!r}")
+            for v in values:   # a NaN or zero here makes every map NaN
+                check_number(name, v, low=0 if low_open else None, low_open=low_open)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .blackbox import BlackBox
+from .checks import check_fields, checked
 from .hooks import capture_layer, eval_mode, layer_gradients
 from .masking import masked_inputs
 from .perf import CHUNK_SIZE, clock
@@ -357,11 +358,12 @@ class ExplainOptions:
     method(s) whose options declare it.
     """
 
-    seed: int = 0
-    chunk_size: int = CHUNK_SIZE
+    seed: int = checked(0, integer=True, low=0)
+    chunk_size: int = checked(CHUNK_SIZE, integer=True, low=1)
     methods: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name, opts in self.methods.items():
             check_methods([name])
             if not isinstance(opts, METHODS[name].options):
@@ -509,8 +511,11 @@ class SmoothGradOptions:
             (max - min); default 0.15, inside SmoothGrad's recommended 10-20%.
     """
 
-    smooth_samples: int = 8
-    smooth_sigma: float = 0.15
+    smooth_samples: int = checked(8, integer=True, low=1)
+    smooth_sigma: float = checked(0.15, low=0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_method("smoothgradcampp", label="SmoothGrad-CAM++", role="baseline",
@@ -619,7 +624,10 @@ class ScoreCAMOptions:
             (default 64 of Lite0's 1280); ``None`` uses every channel.
     """
 
-    scorecam_channels: int | None = 64
+    scorecam_channels: int | None = checked(64, integer=True, low=1, optional=True)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @register_method("scorecam", label="Score-CAM", options=ScoreCAMOptions, extra_forwards=True)

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .cam import NoOptions, Pass, register_method
+from .checks import check_fields, checked
 
 __all__ = ["CentrePriorOptions", "CONTROLS", "centre_prior", "edge_map", "fake_map",
            "random_map"]
@@ -93,13 +94,10 @@ class CentrePriorOptions:
             (> 0).
     """
 
-    centre_std: float = 0.25
+    centre_std: float = checked(0.25, low=0, low_open=True)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.centre_std, (int, float)) or isinstance(self.centre_std, bool) \
-                or not self.centre_std > 0:
-            raise ValueError(f"centre_std must be a number > 0 (a fraction of the image's "
-                             f"side), got {self.centre_std!r}")
+        check_fields(self)
 
 
 @register_method("fakecam", label="Fake-CAM (control)", role="control")

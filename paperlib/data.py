@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .checks import check_number
 from .paths import default_data_dir
 
 __all__ = [
@@ -243,10 +244,9 @@ class ImageDataset(torch.utils.data.Dataset):
         Even spacing keeps a small run diverse (the first n files would all be fish and birds)
         and is deterministic.
         """
+        n_images = check_number("n_images", n_images, integer=True, low=1, optional=True)
         if n_images is None or n_images >= len(self):
             return self
-        if n_images < 1:
-            raise ValueError(f"n_images must be a positive integer or None, got {n_images}")
         idx = np.unique(np.linspace(0, len(self) - 1, n_images).round().astype(int))
         return self._derive([self.records[i] for i in idx])
 
@@ -435,10 +435,8 @@ def iter_batches(dataset: ImageDataset, preprocess: Callable, batch_size: int = 
     (:func:`default_workers`); on a CUDA ``device`` batches come in pinned memory and are copied
     without blocking, so the host never waits for the copy.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    batch_size = check_number("batch_size", batch_size, integer=True, low=1)
+    num_workers = check_number("num_workers", num_workers, integer=True, low=0)
     indices = range(len(dataset)) if indices is None else indices
     target = torch.device(device) if device is not None else None
     pin = target is not None and target.type == "cuda"

@@ -37,6 +37,7 @@ from .cam import (
     method_files,
     method_names,
 )
+from .checks import check_fields, checked
 from .data import Batch, ImageDataset, default_workers, iter_batches
 from .fingerprint import code_fingerprint
 from .metrics import MetricConfig, evaluate_batch, image_rows
@@ -79,13 +80,14 @@ class EvalSettings:
 
     methods: tuple[str, ...] = field(default_factory=default_methods)
     split: str = "eval"
-    n_images: int | None = None
+    n_images: int | None = checked(None, integer=True, low=1, optional=True)
     target: str = "predicted"           # or "label" (ground truth)
     explain: ExplainOptions = field(default_factory=ExplainOptions)
     metrics: MetricConfig = field(default_factory=MetricConfig)
-    batch_size: int = 16
+    batch_size: int = checked(16, integer=True, low=1)
 
     def __post_init__(self) -> None:
+        check_fields(self)
         self.methods = check_methods(self.methods)
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")

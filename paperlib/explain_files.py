@@ -248,24 +248,25 @@ def _write_figures(folder: Path, image: torch.Tensor, maps: dict[str, torch.Tens
 def run_explain(args: argparse.Namespace, log: TextIO | None = None) -> ExplainRun:
     """``paperlib explain`` with parsed arguments; raises :class:`UsageError` for bad inputs."""
     log = log or sys.stdout
+    # the options first: a bad value is refused before any file is listed or model loaded
+    flat_options: dict[str, Any] = {"seed": args.seed}
+    for key in ExplainOptions.option_fields():
+        if getattr(args, key, None) is not None:
+            flat_options[key] = getattr(args, key)
+    options = ExplainOptions.build(**flat_options)
+    given = {"fill": args.fill, "curve_steps": args.curve_steps}
+    mconfig = (MetricConfig(**{k: v for k, v in given.items() if v is not None})
+               if args.metrics else None)
     root, files = list_inputs(args.inputs)
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     bb, names = open_model(args.model, args.weights, args.target_layer, args.device,
                            args.class_names)
-    flat_options: dict[str, Any] = {"seed": args.seed}
-    for key in ExplainOptions.option_fields():
-        if getattr(args, key, None) is not None:
-            flat_options[key] = getattr(args, key)
-    options = ExplainOptions.build(**flat_options)
     methods, notes = choose_methods(args.methods, bb, options)
     out_names = output_names(files, root)
     check_overwrite(planned_files(out, out_names, methods), args.force)
     target = parse_target(args.target_class, names)
-    given = {"fill": args.fill, "curve_steps": args.curve_steps}
-    mconfig = (MetricConfig(**{k: v for k, v in given.items() if v is not None})
-               if args.metrics else None)
     dataset = ImageDataset(root, [Record(f, -1, "") for f in files], "inputs")
     name_of = dict(zip(dataset.files, out_names))
     run = ExplainRun(out, notes=notes)

@@ -42,6 +42,7 @@ import torch
 
 from . import schema
 from .blackbox import BlackBox
+from .checks import check_fields, checked
 from .forward import check_precision, fast_probabilities
 from .masking import (
     Fill,
@@ -207,7 +208,7 @@ class TopOptions:
 class CurveOptions:
     """Options of the deletion / insertion read-out: the curves' steps (0: no curves)."""
 
-    curve_steps: int = 16
+    curve_steps: int = checked(16, integer=True, low=0)
 
 
 @dataclass
@@ -230,7 +231,7 @@ class MetricConfig(RoadOptions, CurveOptions, TopOptions, MaskingOptions):
     pass stay fp32. Both are in the key: fast and exact never mix.
     """
 
-    chunk_size: int = field(default=CHUNK_SIZE, metadata=NO_NUMBER)
+    chunk_size: int = checked(CHUNK_SIZE, integer=True, low=1, metadata=NO_NUMBER)
     precision: str = "fp32"
     compile: bool = False
 
@@ -241,12 +242,8 @@ class MetricConfig(RoadOptions, CurveOptions, TopOptions, MaskingOptions):
         if not isinstance(self.compile, (bool, np.bool_)):
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
         self.compile = bool(self.compile)
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        check_fields(self)   # chunk_size >= 1, curve_steps >= 0 (0: no curves), road_*
         check_fill(self.fill)
-        if self.curve_steps < 0:
-            raise ValueError(f"curve_steps must be >= 1, or 0 for no deletion/insertion curves; "
-                             f"got {self.curve_steps}")
         bad = [k for k in self.fractions if not 0 < k <= 100]
         if bad:
             raise ValueError(f"fractions are percentages in (0, 100]; got {bad}")

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from .blackbox import BlackBox
+from .checks import check_number
 from .data import ImageDataset, load_images
 from .evaluation import EvalSettings, Evaluation, run_evaluation
 from .model_selection import chosen_model
@@ -64,7 +65,7 @@ def open_black_box(params: Mapping[str, Any]) -> tuple[BlackBox, ImageDataset]:
 
     Seeds torch with ``seed`` and prints one line describing the black box.
     """
-    torch.manual_seed(params.get("seed", 0))
+    torch.manual_seed(check_number("seed", params.get("seed", 0), integer=True, low=0))
     name = params.get("model_name") or chosen_model(params.get("output_dir"))
     bb = load_model(name, device=params.get("device", "auto"),
                     target_layer=params.get("target_layer"))

@@ -49,13 +49,13 @@ and its parameters are frozen meanwhile (no ``requires_grad``, no ``.grad`` left
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .cam import Pass, normalize_maps, register_method, upsample
+from .checks import check_fields, checked
 from .hooks import eval_mode, frozen_parameters
 from .masking import masked_inputs
 
@@ -81,18 +81,12 @@ class OptiCAMOptions:
             paper's) or ``"probability"`` (the target's softmax probability).
     """
 
-    opticam_iterations: int = 50
-    opticam_lr: float = 0.1
+    opticam_iterations: int = checked(50, integer=True, low=0)
+    opticam_lr: float = checked(0.1, low=0, low_open=True)
     opticam_objective: str = "logit"
 
     def __post_init__(self) -> None:
-        n = self.opticam_iterations
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"opticam_iterations must be an integer >= 0, got {n!r}")
-        lr = self.opticam_lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) \
-                or lr <= 0:
-            raise ValueError(f"opticam_lr must be a finite number > 0, got {lr!r}")
+        check_fields(self)
         if self.opticam_objective not in OBJECTIVES:
             raise ValueError(f"opticam_objective must be one of {OBJECTIVES}, got "
                              f"{self.opticam_objective!r}")

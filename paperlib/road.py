@@ -10,7 +10,6 @@ and the work it does, which imports nothing above :mod:`paperlib.imputation` and
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import check_fields, checked
 from .imputation import linear_impute
 from .masking import n_pixels
 
@@ -50,8 +50,8 @@ class RoadOptions:
     """
 
     road_percentiles: tuple[int, ...] = ()
-    road_noise: float = 0.01
-    road_seed: int = 0
+    road_noise: float = checked(0.01, low=0)
+    road_seed: int = checked(0, integer=True, low=0)
 
     def check_road(self) -> None:
         """Normalise ``road_percentiles`` to a tuple of ints and validate the three fields
@@ -72,15 +72,7 @@ def check_road_options(opts: Any) -> None:
     if len(set(ps)) != len(ps):
         raise ValueError(f"road_percentiles must not repeat a percentage; got {tuple(ps)}")
     opts.road_percentiles = tuple(int(p) for p in ps)
-    noise = opts.road_noise
-    if (isinstance(noise, bool) or not isinstance(noise, (int, float, np.floating))
-            or not math.isfinite(noise) or noise < 0):
-        raise ValueError(f"road_noise must be a finite number >= 0, got {noise!r}")
-    opts.road_noise = float(noise)
-    seed = opts.road_seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"road_seed must be an integer >= 0, got {seed!r}")
-    opts.road_seed = int(seed)
+    check_fields(opts)   # road_noise, road_seed (and, in a MetricConfig, every checked field)
 
 
 def road_column(order: str, p: int | None = None) -> str:

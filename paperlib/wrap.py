@@ -58,6 +58,7 @@ from .blackbox import (
     read_state_dict,
     resolve_device,
 )
+from .checks import check_number
 from .hooks import capture_layer, eval_mode, layer_gradients
 
 __all__ = [
@@ -245,7 +246,11 @@ def _timm_config(module: nn.Module) -> dict[str, Any]:
 
 
 def _triple(values: Sequence[float], what: str) -> tuple[float, float, float]:
-    v = tuple(float(x) for x in values)
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{what} must hold 3 values (R, G, B), got {values!r}")
+    v = tuple(check_number(what, float(x) if hasattr(x, "item") else x,
+                           low=0 if what == "std" else None, low_open=what == "std")
+              for x in values)
     if len(v) != 3:
         raise ValueError(f"{what} must hold 3 values (R, G, B), got {values!r}")
     return v[0], v[1], v[2]
@@ -301,8 +306,6 @@ def wrap_model(module: nn.Module, target_layer: str | nn.Module | None = None,
         raise ValueError(f"{what}: input_size must be a positive number of pixels, got {size}")
     mean_t = _triple(mean if mean is not None else cfg.get("mean", IMAGENET_MEAN), "mean")
     std_t = _triple(std if std is not None else cfg.get("std", IMAGENET_STD), "std")
-    if any(s == 0 for s in std_t):
-        raise ValueError(f"std must be non-zero, got {std_t}")
     pct = float(crop_pct if crop_pct is not None else cfg.get("crop_pct", _DEFAULT_CROP_PCT))
     if not 0 < pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {pct}")

@@ -164,7 +164,7 @@ def test_workers_give_the_same_batches_and_the_same_report(tmp_path):
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert [b.files for b in runs[2]] == [[f"{w}_{k}.png" for k, w in enumerate(wnids[:3])],
                                           [f"{w}_{k + 3}.png" for k, w in enumerate(wnids[3:])]]
-    with pytest.raises(ValueError, match="num_workers must be >= 0, got -1"):
+    with pytest.raises(ValueError, match="num_workers must be an integer >= 0, got -1"):
         next(iter_batches(load_images(folder), _preprocess, num_workers=-1))
 
 
