@@ -347,7 +347,7 @@ def test_bad_settings_are_errors():
         wrap_model(tiny(), input_size=32, class_names=["a", "b"])
     with pytest.raises(ValueError, match=r"mean must hold 3 values \(R, G, B\), got \(0\.5,\)"):
         wrap_model(tiny(), input_size=32, mean=(0.5,))
-    with pytest.raises(ValueError, match="std must be non-zero"):
+    with pytest.raises(ValueError, match="std must be a finite number > 0, got 0"):
         wrap_model(tiny(), input_size=32, std=(1, 0, 1))
     with pytest.raises(ValueError, match="interpolation must be one of"):
         wrap_model(tiny(), input_size=32, interpolation="lanczos")
