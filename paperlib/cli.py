@@ -119,10 +119,10 @@ def _batch_size(p: argparse.ArgumentParser, default: int | None, what: str) -> N
     p.add_argument("--batch-size", type=positive_int, default=default, metavar="N", help=what)
 
 
-def _target_layer(p: argparse.ArgumentParser) -> None:
+def _target_layer(p: argparse.ArgumentParser, what: str | None = None) -> None:
     p.add_argument("--target-layer", default=None, metavar="MODULE",
-                   help="the module to explain, by name, e.g. blocks.6 (default: the model's "
-                        "last convolutional stage)")
+                   help=what or "the module to explain, by name, e.g. blocks.6 (default: the "
+                                "model's last convolutional stage)")
 
 
 def _split(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -272,6 +272,8 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     _out(p, None, "tables and the results store (cache/); default $PAPERLIB_RESULTS, else "
                   "results/")
     _model(p, None, "black box; default: notebook 01's choice (results/chosen_model.json)")
+    _target_layer(p, "module explained (default: the last stage, the paper's layer), e.g. "
+                     "blocks.6")
     _device(p)
     _n_images(p, "images of the split, spread evenly")
     p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None,
@@ -326,9 +328,13 @@ def _reproduce_arguments(p: argparse.ArgumentParser) -> None:
     _device(p)
     _data_dir(p)
     _model(p, None, "black box of notebooks 02-05 (default: notebook 01's choice)")
-    p.add_argument("--target-layer", default=None, metavar="MODULE",
-                   help="module explained by notebooks 02-05 (default: the last stage), e.g. "
-                        "blocks.6; a missing attention checkpoint for it is trained first")
+    _target_layer(p, "module explained by notebooks 02-05 (default: the last stage), e.g. "
+                     "blocks.6; a missing attention checkpoint for it is trained first")
+    p.add_argument("--processes", type=positive_int, default=None, metavar="N",
+                   help="processes of notebook 04's evaluation and studies, computed first by "
+                        "torchrun -m paperlib evaluate (1 thread each) and then read by the "
+                        "notebook from the results store; default: the CPU cores (at most 8) "
+                        "on CPU, 1 on CUDA; 1: in the notebook's kernel")
     _n_images(p, "images of notebooks 01, 04 and 05")
     _seed(p)
     _split(p)

@@ -65,7 +65,8 @@ def main(args: argparse.Namespace) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         torch.manual_seed(args.seed)
-        black_box = load_model(args.model or chosen_model(args.out), device=device)
+        black_box = load_model(args.model or chosen_model(args.out), device=device,
+                               target_layer=args.target_layer)
         dataset = load_images(args.data_dir)
         settings = EvalSettings.from_parameters(params)
         main_rank = distributed.is_main()

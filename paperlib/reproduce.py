@@ -161,6 +161,56 @@ def parameters_for(name: str, args: argparse.Namespace) -> dict:
     return params
 
 
+def default_processes(device: str) -> int:
+    """Processes for notebook 04's evaluation: one per GPU on CUDA, else one per CPU core (at
+    most 8), each with one thread -- on a 2-core CPU two 1-thread processes computed 3.3 x the
+    images per second of one 2-thread process (benchmarks/SCALE_cpu.md)."""
+    wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if wants_cuda:
+        return 1 if device not in ("auto", "cuda") else max(1, torch.cuda.device_count())
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def evaluate_command(args: argparse.Namespace, processes: int, log_dir: Path) -> list[str]:
+    """``torchrun -m paperlib evaluate`` computing what notebook 04 computes at full size -- the
+    same black box, images, settings (its parameters for this run, its own ``batch_size``) and
+    studies -- into ``results/``'s store, one thread per process; the notebook then reads every
+    row from the store (paperlib.evaluation resumes) and writes the tables as always."""
+    import papermill as pm
+
+    params = parameters_for("04_tables", args)
+    notebook = pm.inspect_notebook(str(REPO_ROOT / "notebooks" / "04_tables.ipynb"))
+    flags = {"model_name": "--model", "target_layer": "--target-layer", "data_dir": "--data-dir",
+             "device": "--device", "seed": "--seed", "n_images": "--n-images",
+             "split": "--split", "precision": "--precision",
+             "untrained_seeds": "--untrained-seeds", "road_images": "--road-images"}
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={processes}", "--log-dir", str(log_dir), "--redirects", "3",
+            "-m", "paperlib", "evaluate", "--out", str(results_dir()), "--threads", "1",
+            "--batch-size", str(int(notebook["batch_size"]["default"]))]
+    for name, flag in flags.items():
+        if params.get(name) is not None:
+            argv += [flag, str(params[name])]
+    if params.get("compile"):
+        argv.append("--compile")
+    return argv
+
+
+def run_evaluation_in_processes(args: argparse.Namespace, processes: int) -> None:
+    """Notebook 04's evaluation and studies in ``processes`` torchrun processes (see
+    :func:`evaluate_command`); a failure stops the run naming each rank's log folder."""
+    import subprocess
+
+    log_dir = results_dir() / "logs" / f"torchrun-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"    notebook 04's evaluation in {processes} processes x 1 thread (torchrun; each "
+          f"rank's output under {log_dir})", flush=True)
+    done = subprocess.run(evaluate_command(args, processes, log_dir), stdout=subprocess.DEVNULL,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {processes}-process evaluation failed (exit "
+                           f"{done.returncode}); each rank's output: {log_dir}; rerun to resume")
+
+
 def tail_progress(path: Path, stop: threading.Event, start: int = 0,
                   interval: float = 0.5) -> None:
     """Print the lines appended to ``path`` after byte ``start``, indented by 4 spaces, until
@@ -243,6 +293,11 @@ def main(args: argparse.Namespace) -> int:
             params = parameters_for(name, args)
             print(f"[{i}/{len(names)}] {name} with {params}", flush=True)
             t0 = time.time()
+            processes = (args.processes if args.processes is not None
+                         else default_processes(args.device))
+            if name == "04_tables" and processes > 1:
+                with show_progress(progress_log):
+                    run_evaluation_in_processes(args, processes)
             with show_progress(progress_log):
                 pm.execute_notebook(str(REPO_ROOT / "notebooks" / f"{name}.ipynb"),
                                     str(out_nb / f"{name}.ipynb"), parameters=params,
