@@ -115,7 +115,7 @@ def test_sample_subset_is_evenly_spaced(sample_dataset):
     assert sub.labels == [ds.labels[i] for i in expected]
     assert ds.subset(None) is ds and ds.subset(10_000) is ds
     assert len(ds.subset(64)) == 64
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="n_images must be an integer >= 1 or None, got 0"):
         ds.subset(0)
 
 
