@@ -64,7 +64,7 @@ def test_bad_settings_are_refused():
         metrics.MetricConfig(precision="fp64")
     with pytest.raises(ValueError, match="compile must be True or False"):
         metrics.MetricConfig(compile="yes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1, got 0"):
         metrics.MetricConfig(chunk_size=0)
     # tf32 / fp16 are valid names (a CUDA run), refused only against a CPU device
     assert metrics.MetricConfig(precision="fp16").key()["precision"] == "fp16"
