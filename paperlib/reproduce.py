@@ -304,7 +304,8 @@ def main(args: argparse.Namespace) -> int:
                                     kernel_name=kernel, progress_bar=True,
                                     cwd=str(REPO_ROOT / "notebooks"), log_output=False)
             timings[name] = round(time.time() - t0, 1)
-            sanitise(out_nb / f"{name}.ipynb", keep_records=True)
+            if (out_nb / f"{name}.ipynb").is_file():
+                sanitise(out_nb / f"{name}.ipynb", keep_records=True)
             print(f"    done in {timings[name]:.0f} s", flush=True)
     finally:
         for name, value in previous.items():

@@ -166,8 +166,14 @@ def test_reproduce_main_sets_the_log_for_the_kernel_and_prints_it(
             bar.update(3)
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute_notebook)
-    assert cli.main(["reproduce", "--only", "04_tables"]) == 0
-    assert len(seen) == 1
+    # the evaluation in torchrun processes (make reproduce's default) is a stand-in too: it runs
+    # first, with the log set as for the notebook
+    from paperlib import reproduce
+    before: list[tuple[int, str]] = []
+    monkeypatch.setattr(reproduce, "run_evaluation_in_processes",
+                        lambda args, n: before.append((n, os.environ[LOG_ENV])))
+    assert cli.main(["reproduce", "--only", "04_tables", "--processes", "2"]) == 0
+    assert len(seen) == 1 and before == [(2, seen[0])]
     log = Path(seen[0])
     assert log.parent == tmp_path / "results" / "logs"
     assert log.read_text().splitlines()[-1].startswith("fake evaluation: 3/3 img")

@@ -235,11 +235,12 @@ def test_results_markdown_sections(tmp_path: Path) -> None:
     # deletion_insertion.md and the fidelity studies' files (power, untrained seeds, protocol,
     # Table 4 by scale: readings is made from them), precision_summary.csv and the claim matrix
     # were not written, nor the metric's trial (the control check and the agreement between
-    # metrics: one block, three tables) and the calibration against other papers
-    assert text.count(PLACEHOLDER) == 13
+    # metrics: one block, three tables), the calibration against other papers and the ROAD
+    # study (its table and its control check; ROAD's cost comes from benchmarks/)
+    assert text.count(PLACEHOLDER) == 15
     (folder / "sanity.md").unlink()
     text = results_markdown(folder)
-    assert text.count(PLACEHOLDER) == 14
+    assert text.count(PLACEHOLDER) == 16
     squashed = re.sub(r" +", " ", text)
     for expected in [
         "Table 2 (kit): tiny",
