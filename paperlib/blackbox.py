@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -36,6 +37,7 @@ __all__ = [
     "INTERPOLATIONS",
     "Normalize",
     "WeightsNotFoundError",
+    "channel_values",
     "make_preprocess",
     "map_state_dict_by_order",
     "read_state_dict",
@@ -107,6 +109,19 @@ class BlackBoxSpec:
                                INTERPOLATIONS[self.interpolation])
 
 
+def channel_values(name: str, values: Any) -> tuple[float, ...]:
+    """``values`` (a sequence of numbers, or of 0-d tensors) as floats, one per channel: each
+    finite, and for ``name == "std"`` > 0 -- a NaN or a zero there makes every map NaN."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{name} must be one finite number per channel, got {values!r}")
+    std = name == "std"
+    out = tuple(check_number(name, v.item() if hasattr(v, "item") else v,
+                             low=0 if std else None, low_open=std) for v in values)
+    if not out:
+        raise ValueError(f"{name} must be one finite number per channel, got {values!r}")
+    return out
+
+
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, as a module so that the black box takes [0, 1] images."""
 
@@ -115,11 +130,7 @@ class Normalize(nn.Module):
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
-        for name, values, low_open in (("mean", mean, False), ("std", std, True)):
-            if len(values) == 0:
-                raise ValueError(f"{name} must be one finite number per channel, got {values!r}")
-            for v in values:   # a NaN or zero here makes every map NaN
-                check_number(name, v, low=0 if low_open else None, low_open=low_open)
+        mean, std = channel_values("mean", mean), channel_values("std", std)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 

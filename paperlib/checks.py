@@ -43,13 +43,11 @@ def check_number(name: str, value: Any, *, integer: bool = False, low: float | N
     if isinstance(value, bool):
         raise ValueError(f"{name} must be {spec}, got {value!r}")
     if isinstance(value, numbers.Integral):
-        number = int(value)
+        number = int(value) if integer else float(value)
     elif isinstance(value, numbers.Real) and not integer:
         number = float(value)
     else:
         raise ValueError(f"{name} must be {spec}, got {value!r}")
-    if not integer:
-        number = float(number)
     if not math.isfinite(number) \
             or (low is not None and (number <= low if low_open else number < low)) \
             or (high is not None and number > high):

@@ -242,12 +242,12 @@ class MetricConfig(RoadOptions, CurveOptions, TopOptions, MaskingOptions):
         if not isinstance(self.compile, (bool, np.bool_)):
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
         self.compile = bool(self.compile)
-        check_fields(self)   # chunk_size >= 1, curve_steps >= 0 (0: no curves), road_*
+        check_fields(self)   # chunk_size, curve_steps (0: no curves), road_noise, road_seed
         check_fill(self.fill)
         bad = [k for k in self.fractions if not 0 < k <= 100]
         if bad:
             raise ValueError(f"fractions are percentages in (0, 100]; got {bad}")
-        check_road_options(self)   # road_percentiles in (0, 100), road_noise >= 0, road_seed >= 0
+        check_road_options(self)   # road_percentiles in (0, 100), each once
 
     def key(self) -> dict[str, Any]:
         """What determines the numbers: every field not marked :data:`NO_NUMBER`, as JSON

@@ -41,7 +41,7 @@ def output_folders(output_dir: str | os.PathLike | None, figures: str | os.PathL
     all", a bare papermill call) writes into ``results/scratch/`` and ``figures/scratch/``
     (git-ignored) and says so in one line, so that an 8-image rerun never replaces the tables and
     figures of the full run."""
-    out = []
+    out, scratch = [], []
     for given, var, top in ((output_dir, "PAPERLIB_RESULTS", "results"),
                             (figures, "PAPERLIB_FIGURES", "figures")):
         if given is not None or os.environ.get(var):
@@ -50,8 +50,7 @@ def output_folders(output_dir: str | os.PathLike | None, figures: str | os.PathL
             folder = REPO_ROOT / top / SCRATCH
             folder.mkdir(parents=True, exist_ok=True)
             out.append(folder)
-    scratch = [str(f.relative_to(REPO_ROOT)) for f in out if f.name == SCRATCH
-               and f.parent.parent == REPO_ROOT]
+            scratch.append(f"{top}/{SCRATCH}")
     if scratch:
         print(f"run by hand: writing into {' and '.join(scratch)} (the full run's results/ and "
               "figures/ stay as make reproduce wrote them; set output_dir / figures_dir to "

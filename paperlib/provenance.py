@@ -41,7 +41,7 @@ def kit_packages() -> list[str]:
         names.update(requirement_name(r) for r in metadata.requires("paperlib") or [])
     except metadata.PackageNotFoundError:
         pass
-    return sorted(requirement_name(n) for n in names)
+    return sorted({requirement_name(n) for n in names})
 
 
 def package_versions(names: list[str] | tuple[str, ...] | None = None) -> dict[str, str | None]:

@@ -180,19 +180,17 @@ def evaluate_command(args: argparse.Namespace, processes: int, log_dir: Path) ->
 
     params = parameters_for("04_tables", args)
     notebook = pm.inspect_notebook(str(REPO_ROOT / "notebooks" / "04_tables.ipynb"))
-    flags = {"model_name": "--model", "target_layer": "--target-layer", "data_dir": "--data-dir",
-             "device": "--device", "seed": "--seed", "n_images": "--n-images",
-             "split": "--split", "precision": "--precision",
-             "untrained_seeds": "--untrained-seeds", "road_images": "--road-images"}
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={processes}", "--log-dir", str(log_dir), "--redirects", "3",
             "-m", "paperlib", "evaluate", "--out", str(results_dir()), "--threads", "1",
             "--batch-size", str(int(notebook["batch_size"]["default"]))]
-    for name, flag in flags.items():
-        if params.get(name) is not None:
-            argv += [flag, str(params[name])]
-    if params.get("compile"):
-        argv.append("--compile")
+    # evaluate's flags are the notebook's parameter names (paperlib.evaluate), but --model
+    for name, value in params.items():
+        flag = "--model" if name == "model_name" else "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not None and value is not False:
+            argv += [flag, str(value)]
     return argv
 
 

@@ -56,11 +56,14 @@ class RoadOptions:
     def check_road(self) -> None:
         """Normalise ``road_percentiles`` to a tuple of ints and validate the three fields
         (a one-line ``ValueError`` naming the value and what was expected)."""
+        check_fields(self)   # road_noise, road_seed
         check_road_options(self)
 
 
 def check_road_options(opts: Any) -> None:
-    """Validate (and normalise) the ROAD fields of ``opts`` (a :class:`RoadOptions`)."""
+    """Validate (and normalise) ``opts.road_percentiles`` (a :class:`RoadOptions`, or a
+    :class:`paperlib.metrics.MetricConfig`); the numeric fields are its :func:`checked` ones,
+    which the owner's :func:`paperlib.checks.check_fields` checks."""
     ps = opts.road_percentiles
     if isinstance(ps, (str, bytes)) or not isinstance(ps, Sequence):
         raise ValueError(f"road_percentiles must be a sequence of percentages in (0, 100), got "
@@ -72,7 +75,6 @@ def check_road_options(opts: Any) -> None:
     if len(set(ps)) != len(ps):
         raise ValueError(f"road_percentiles must not repeat a percentage; got {tuple(ps)}")
     opts.road_percentiles = tuple(int(p) for p in ps)
-    check_fields(opts)   # road_noise, road_seed (and, in a MetricConfig, every checked field)
 
 
 def road_column(order: str, p: int | None = None) -> str:

@@ -55,10 +55,10 @@ from .blackbox import (
     BlackBoxSpec,
     Normalize,
     WeightsNotFoundError,
+    channel_values,
     read_state_dict,
     resolve_device,
 )
-from .checks import check_number
 from .hooks import capture_layer, eval_mode, layer_gradients
 
 __all__ = [
@@ -248,9 +248,7 @@ def _timm_config(module: nn.Module) -> dict[str, Any]:
 def _triple(values: Sequence[float], what: str) -> tuple[float, float, float]:
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
         raise ValueError(f"{what} must hold 3 values (R, G, B), got {values!r}")
-    v = tuple(check_number(what, float(x) if hasattr(x, "item") else x,
-                           low=0 if what == "std" else None, low_open=what == "std")
-              for x in values)
+    v = channel_values(what, values)
     if len(v) != 3:
         raise ValueError(f"{what} must hold 3 values (R, G, B), got {values!r}")
     return v[0], v[1], v[2]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from paperlib.provenance import requirement_name
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Folders whose Python files (and notebooks' code cells) are scanned for imports.
 SOURCES = ["paperlib", "tests", "benchmarks", "notebooks"]
@@ -22,9 +24,8 @@ def _split(spec: str) -> tuple[str, str]:
     return _normal(name), spec[len(name):].replace(" ", "")
 
 
-def _normal(name: str) -> str:
-    """A distribution name as PEP 503 compares them (``PyYAML`` = ``pyyaml``)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+#: A distribution name as PEP 503 compares them (``PyYAML`` = ``pyyaml``): the kit's own rule.
+_normal = requirement_name
 
 
 def _project() -> dict:
