@@ -306,6 +306,9 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--road-images", type=_count, default=None, metavar="N",
                    help="images of the ROAD study (0: no study; default: the kit's, "
                         "paperlib.protocol.ROAD_IMAGES)")
+    p.add_argument("--study-images", type=positive_int, default=None, metavar="N",
+                   help="images of the seed sweep and the protocol study (default: the kit's, "
+                        "paperlib.protocol.STUDY_IMAGES)")
     taken = {"seed", "chunk_size", "fill", "fractions", "curve_steps"}
     taken |= set(add_metric_arguments(p, skip=taken))  # --precision, --compile
     add_option_arguments(p, skip=taken)                 # --smooth-samples, --scorecam-channels..

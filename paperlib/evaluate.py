@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         studies = run_studies(black_box, dataset, settings, args.out,
                               untrained_seeds=args.untrained_seeds,
                               protocol_study=not args.no_protocol,
-                              road_images=args.road_images,
+                              road_images=args.road_images, study_images=args.study_images,
                               progress=not args.no_progress and main_rank)
         if main_rank:
             out = results_dir(args.out)

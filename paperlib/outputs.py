@@ -49,6 +49,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import agreement, calibration, literature, plots, power, protocol, tables
+from .atomic import atomic_write_text
 from .data import SPLITS, ImageDataset
 from .evaluation import EvalSettings, Evaluation, control_methods, paper_baselines, variants
 from .metrics import readout_facts
@@ -97,11 +98,12 @@ class Studies:
 def run_studies(black_box: BlackBox, dataset: ImageDataset, settings: EvalSettings,
                 results_root: str | Path | None = None, untrained_seeds: int | None = None,
                 protocol_study: bool = True, road_images: int | None = None,
-                progress: bool = True) -> Studies:
+                progress: bool = True, study_images: int | None = None) -> Studies:
     """Run (or resume) the seed sweep of ``attention-untrained`` (``untrained_seeds`` seeds;
     ``None``: :data:`paperlib.protocol.UNTRAINED_SEEDS`; 0: no sweep), with ``protocol_study``
-    the protocol sensitivity study, and the ROAD study on the first ``road_images`` images
-    (``None``: :data:`paperlib.protocol.ROAD_IMAGES`; 0: no ROAD study), on ``settings``'
+    the protocol sensitivity study, both on ``study_images`` images (``None``:
+    :data:`paperlib.protocol.STUDY_IMAGES`), and the ROAD study on the first ``road_images``
+    images (``None``: :data:`paperlib.protocol.ROAD_IMAGES`; 0: no ROAD study), of ``settings``'
     images. Every process of a ``torchrun`` job calls it (the runs are sharded like the
     evaluation's)."""
     for name, value in (("untrained_seeds", untrained_seeds), ("road_images", road_images)):
@@ -111,9 +113,11 @@ def run_studies(black_box: BlackBox, dataset: ImageDataset, settings: EvalSettin
     sweep = None
     if untrained_seeds != 0:
         sweep = protocol.run_seed_sweep(black_box, dataset, settings, seeds=untrained_seeds,
-                                        results_root=results_root, progress=progress)
+                                        results_root=results_root, progress=progress,
+                                        n_images=study_images)
     rows = (protocol.run_protocol(black_box, dataset, settings, results_root=results_root,
-                                  progress=progress) if protocol_study else None)
+                                  progress=progress, n_images=study_images)
+            if protocol_study else None)
     road = (protocol.run_road(black_box, dataset, settings, n_images=road_images,
                               results_root=results_root, progress=progress)
             if road_images != 0 else None)
@@ -138,7 +142,7 @@ class Outputs:
         self.paths += tables.write_table(frame, out / stem, caption=caption, display=display)
 
     def text(self, path: Path, text: str) -> None:
-        path.write_text(text)
+        atomic_write_text(path, text)
         self.paths.append(path)
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from . import schema, tables
+from .atomic import atomic_write_csv
 from .forward import check_precision
 from .goals import SAFE_WIDTH_FRACTION
 from .metrics import READOUTS, MetricConfig
@@ -413,12 +414,12 @@ def write_report(measurement: Measurement, comparisons: Sequence[PrecisionCompar
     out.mkdir(parents=True, exist_ok=True)
     csv, md = out / "precision.csv", out / "precision.md"
     columns = pd.concat([c.columns for c in comparisons], ignore_index=True)
-    columns.to_csv(csv, index=False)
+    atomic_write_csv(columns, csv)
     s = measurement.settings
     summ = summary(measurement, comparisons)
     summary_csv = out / "precision_summary.csv"
-    summ.assign(threads=s["threads"], device=s["device"], model=s["model"],
-                split=s["split"]).to_csv(summary_csv, index=False)
+    atomic_write_csv(summ.assign(threads=s["threads"], device=s["device"], model=s["model"],
+                                 split=s["split"]), summary_csv)
     md.write_text(render("precision.md.j2", **_report_facts(summ, comparisons, s, facts)))
     return [csv, summary_csv, md]
 

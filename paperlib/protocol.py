@@ -1,16 +1,18 @@
 """Readings of the paper's protocol: how the verdict moves with the choices the paper leaves open.
 
 Two cheap studies (no deletion / insertion curves: ``curve_steps=0``; soft map and the top-20%
-read-out only), each a set of ordinary evaluation runs, cached and resumable like Table 3's:
+read-out only; the first :data:`STUDY_IMAGES` images of the run, spread evenly over its split),
+each a set of ordinary evaluation runs, cached and resumable like Table 3's:
 
 * **protocol sensitivity** (:func:`run_protocol`): fill in {black, normalised, mean, blur} x
-  target in {predicted, label}, on the paper's baselines and every reading of its method. The
+  target in {predicted, label}, on every method whose record allows the studies. The
   explanations of a batch are computed once per target and reused for every fill (they do not
   depend on it); :func:`protocol_table` gives Table 3 and the top-20% Average Drop with the claim
   check per protocol, and :func:`protocol_verdicts` says whether any verdict changes.
 * **untrained module, many seeds** (:func:`run_seed_sweep`): ``attention-untrained`` for S seeds
-  and each initialisation against Grad-CAM; :func:`seed_sweep_table` reports mean, min and max
-  over seeds and for how many seeds the module is significantly better / worse / not different.
+  and each initialisation against Grad-CAM (computed once); :func:`seed_sweep_table` reports
+  mean, min and max over seeds and for how many seeds the module is significantly better /
+  worse / not different.
 * **ROAD** (:func:`run_road`): the ROAD read-out (:class:`paperlib.metrics.Road`, percentages
   :data:`ROAD_PERCENTILES` removed and imputed) on a named subset, :func:`road_methods` (the
   paper's baselines, every reading of its method, the controls) and the first
@@ -40,10 +42,10 @@ from .road import COMBINED, ORDERS, road_column
 from .stats import holm, paired_wilcoxon
 from .tables import CLAIMS, claim_check, control_check, readout_table, wilcoxon_table
 
-__all__ = ["PROTOCOL_FRACTION", "ROAD_IMAGES", "ROAD_PERCENTILES", "ROAD_ROLES", "TARGET_MODES",
-           "UNTRAINED_SEEDS", "protocol_table", "protocol_verdicts", "road_methods",
-           "road_settings", "road_table", "run_protocol", "run_road", "run_seed_sweep",
-           "seed_sweep_table"]
+__all__ = ["PROTOCOL_FRACTION", "ROAD_IMAGES", "ROAD_PERCENTILES", "ROAD_ROLES", "STUDY_IMAGES",
+           "TARGET_MODES", "UNTRAINED_SEEDS", "protocol_table", "protocol_verdicts",
+           "road_methods", "road_settings", "road_table", "run_protocol", "run_road",
+           "run_seed_sweep", "seed_sweep_table", "study_images"]
 
 TARGET_MODES = ("predicted", "label")
 #: Seeds of the untrained module in :func:`run_seed_sweep` (0 .. S-1).
@@ -52,10 +54,25 @@ UNTRAINED_SEEDS = 10
 PROTOCOL_FRACTION = 20
 #: Images of the ROAD study (the first of the run's split; fewer when the run has fewer).
 ROAD_IMAGES = 24
+#: Images of the seed sweep and the protocol sensitivity study (spread evenly over the run's
+#: split like the run's own; fewer when the run has fewer): 20 sweep runs and 8 protocols over
+#: every image of the main run would cost more than the main run itself on a 2-core CPU.
+STUDY_IMAGES = 96
 #: Percentages of pixels removed in the ROAD study (Rong et al.; pytorch-grad-cam's default).
 ROAD_PERCENTILES = tuple(range(10, 100, 10))
 #: The roles of the methods the ROAD study runs (:func:`road_methods`).
 ROAD_ROLES = ("baseline", "variant", "control")
+
+
+def study_images(base: EvalSettings, n_images: int | None, default: int, study: str) -> int:
+    """How many images a study runs on: ``n_images`` (``None``: ``default``), never more than
+    ``base``'s; a bad count refused in one line naming the ``study``."""
+    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int)
+                                 or n_images < 1):
+        raise ValueError(f"the {study}'s n_images must be a count >= 1 or None, got "
+                         f"{n_images!r}")
+    n = default if n_images is None else n_images
+    return n if base.n_images is None else min(n, base.n_images)
 
 
 class _MemoExplainer:
@@ -80,18 +97,20 @@ class _MemoExplainer:
 
 def run_protocol(black_box: BlackBox, dataset: ImageDataset, base: EvalSettings,
                  fills: Sequence[str] = FILLS, targets: Sequence[str] = TARGET_MODES,
-                 results_root: str | Path | None = None, progress: bool = True
-                 ) -> pd.DataFrame:
+                 results_root: str | Path | None = None, progress: bool = True,
+                 n_images: int | None = None) -> pd.DataFrame:
     """Rows of every (fill, target) run of ``base``'s methods (those whose record allows the
-    studies: :attr:`paperlib.cam.MethodSpec.studies`), with ``fill`` and ``target_mode``
-    columns; soft map and top-20% only."""
+    studies: :attr:`paperlib.cam.MethodSpec.studies`) on ``n_images`` of its images (``None``:
+    :data:`STUDY_IMAGES`), with ``fill`` and ``target_mode`` columns; soft map and top-20%
+    only."""
     methods = tuple(m for m in base.methods if METHODS[m].studies)
+    n = study_images(base, n_images, STUDY_IMAGES, "protocol study")
     frames = []
     for target in targets:
         memo = _MemoExplainer()  # explanations depend on the target, never on the fill
         for fill in fills:
             settings = EvalSettings(methods=methods, split=base.split,
-                                    n_images=base.n_images, target=target, explain=base.explain,
+                                    n_images=n, target=target, explain=base.explain,
                                     metrics=MetricConfig(fill=fill,
                                                          fractions=(PROTOCOL_FRACTION,),
                                                          curve_steps=0),
@@ -142,30 +161,39 @@ def run_seed_sweep(black_box: BlackBox, dataset: ImageDataset, base: EvalSetting
                    seeds: int | Sequence[int] | None = None,
                    inits: Sequence[str] = UNTRAINED_INITS,
                    results_root: str | Path | None = None, progress: bool = True,
-                   on_run: Callable[[str, int], None] | None = None) -> pd.DataFrame:
-    """Rows of Grad-CAM and ``attention-untrained`` for every (init, seed), soft map and top-20%
-    only, with ``untrained_init`` and ``untrained_seed`` columns. ``seeds``: a count S (seeds
-    0 .. S-1), a list, or ``None`` for :data:`UNTRAINED_SEEDS`."""
+                   on_run: Callable[[str, int], None] | None = None,
+                   n_images: int | None = None) -> pd.DataFrame:
+    """Rows of Grad-CAM and ``attention-untrained`` for every (init, seed) on ``n_images`` of
+    ``base``'s images (``None``: :data:`STUDY_IMAGES`), soft map and top-20% only, with
+    ``untrained_init`` and ``untrained_seed`` columns. ``seeds``: a count S (seeds 0 .. S-1), a
+    list, or ``None`` for :data:`UNTRAINED_SEEDS`. Grad-CAM depends on neither the seed nor the
+    initialisation: it is computed once (its own run) and its rows stand beside every seed's."""
     if seeds is None:
         seeds = UNTRAINED_SEEDS
     if isinstance(seeds, int):
         seeds = range(seeds)
+    n = study_images(base, n_images, STUDY_IMAGES, "seed sweep")
+
+    def run(method: str, explain_options: ExplainOptions) -> pd.DataFrame:
+        settings = EvalSettings(methods=(method,), split=base.split, n_images=n,
+                                target=base.target, explain=explain_options,
+                                metrics=MetricConfig(fill=base.metrics.fill,
+                                                     fractions=(PROTOCOL_FRACTION,),
+                                                     curve_steps=0),
+                                batch_size=base.batch_size)
+        return run_evaluation(black_box, dataset, settings, results_root, progress=progress,
+                              name="untrained").frame
+
+    reference = run("gradcam", base.explain)
     frames = []
     for init in inits:
         for seed in seeds:
             if on_run is not None:
                 on_run(init, seed)
-            settings = EvalSettings(methods=("gradcam", "attention-untrained"), split=base.split,
-                                    n_images=base.n_images, target=base.target,
-                                    explain=ExplainOptions.build(base.explain, untrained_init=init,
-                                                                 untrained_seed=seed),
-                                    metrics=MetricConfig(fill=base.metrics.fill,
-                                                         fractions=(PROTOCOL_FRACTION,),
-                                                         curve_steps=0),
-                                    batch_size=base.batch_size)
-            run = run_evaluation(black_box, dataset, settings, results_root, progress=progress,
-                                 name="untrained")
-            frames.append(run.frame.assign(untrained_init=init, untrained_seed=seed))
+            options = ExplainOptions.build(base.explain, untrained_init=init, untrained_seed=seed)
+            frames += [reference.assign(untrained_init=init, untrained_seed=seed),
+                       run("attention-untrained", options).assign(untrained_init=init,
+                                                                  untrained_seed=seed)]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -196,6 +224,7 @@ def seed_sweep_table(frame: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             better = sum(1 for d, p in zip(diffs, adjusted) if p < alpha and d * sign > 0)
             worse = sum(1 for d, p in zip(diffs, adjusted) if p < alpha and d * sign < 0)
             rows.append({"init": init, "metric": label, "seeds": len(values),
+                         "n_images": int(sub["file"].nunique()),
                          "gradcam": reference, "mean": float(pd.Series(values).mean()),
                          "min": float(min(values)), "max": float(max(values)),
                          "better": better, "worse": worse,
@@ -214,13 +243,7 @@ def road_settings(base: EvalSettings, n_images: int | None = None,
     """``base`` turned into the ROAD study's run: :func:`road_methods`, the first ``n_images``
     (``None``: :data:`ROAD_IMAGES`; never more than ``base``'s), ROAD at ``percentiles`` with
     ``base``'s noise and seed, top-20% kept (no curves)."""
-    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int)
-                                 or n_images < 1):
-        raise ValueError(f"the ROAD study's n_images must be a count >= 1 or None, got "
-                         f"{n_images!r}")
-    n = ROAD_IMAGES if n_images is None else n_images
-    if base.n_images is not None:
-        n = min(n, base.n_images)
+    n = study_images(base, n_images, ROAD_IMAGES, "ROAD study")
     m = base.metrics
     return EvalSettings(methods=road_methods(base.methods), split=base.split, n_images=n,
                         target=base.target, explain=base.explain,

@@ -18,6 +18,7 @@ import re
 import sys
 from pathlib import Path
 
+from .atomic import atomic_write_text
 from .paths import REPO_ROOT, results_dir
 from .report import LEVEL, PLACEHOLDER, blocks, extra_readouts, readout_table_name, render
 
@@ -74,7 +75,7 @@ def write_results(results: Path | None = None, out: Path | None = None) -> Path:
     """Write ``RESULTS.md`` (default: into ``results``) and return its path."""
     results = results or results_dir()
     out = out or results / "RESULTS.md"
-    out.write_text(results_markdown(results))
+    atomic_write_text(out, results_markdown(results))
     return out
 
 
@@ -104,7 +105,7 @@ def update(readme: Path = REPO_ROOT / "README.md", results: Path | None = None) 
     old = readme.read_text()
     text, changed = replace_blocks(old, blocks(results))
     if text != old:
-        readme.write_text(text)
+        atomic_write_text(readme, text)
     return changed
 
 

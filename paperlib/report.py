@@ -417,11 +417,16 @@ def seeds_facts(seeds: pd.DataFrame) -> list[dict[str, Any]]:
             for init, sub in seeds.groupby("init", sort=False)]
 
 
-def protocol_facts(changes: pd.DataFrame, examples: int = 3) -> dict[str, Any]:
-    """Protocol sensitivity: the protocols, how many verdicts change, the first few that do."""
+def protocol_facts(changes: pd.DataFrame, means: pd.DataFrame | None = None,
+                   examples: int = 3) -> dict[str, Any]:
+    """Protocol sensitivity: the protocols, how many verdicts change, the first few that do, and
+    the images each protocol ran on (``means``: protocol.csv; ``None`` when unknown)."""
     protocols = [c for c in changes.columns if "/" in c]
     changed = changes[changes["changes"].astype(bool)]
+    n = (int(means["n_images"].max()) if means is not None and "n_images" in means
+         and len(means) else None)
     return {"protocols": protocols, "changed": len(changed), "total": len(changes),
+            "n_images": n,
             "examples": [{"variant": r["variant"], "baseline": r["baseline"],
                           "metric": r["metric"],
                           "verdicts": [(p, VERDICTS.get(r[p], r[p])) for p in protocols]}
@@ -450,7 +455,8 @@ def _readings(results: Path) -> dict[str, Any] | None:
     scale = _read(results / "table4_scale_verdict.txt")
     out = {"smoothgrad": closest_to_paper(t3) if t3 is not None else None,
            "seeds": seeds_facts(seeds) if seeds is not None else None,
-           "protocol": protocol_facts(changes) if changes is not None else None,
+           "protocol": (protocol_facts(changes, _csv(results / "protocol.csv"))
+                        if changes is not None else None),
            "power": power_facts(power) if power is not None else None,
            "scale": scale.strip() if scale else None}
     return out if any(v for v in out.values()) else None

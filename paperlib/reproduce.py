@@ -63,7 +63,8 @@ FULL_RUN: dict[str, dict] = {
     "01_model_selection": {"n_images": None},
     "02_gradcam": {"n_images": 6},
     "03_attention": {"n_images": 16},
-    "04_tables": {"n_images": None, "untrained_seeds": None, "road_images": None},
+    "04_tables": {"n_images": None, "untrained_seeds": None, "road_images": None,
+                  "study_images": None},
     "05_figures": {"n_images": None},
     "06_your_model": {"n_images": 8},
 }

@@ -24,6 +24,7 @@ import torch
 from scipy.stats import rankdata
 
 from . import plots
+from .atomic import atomic_write_csv
 from .blackbox import BlackBox
 from .cam import ExplainOptions, explain
 from .paths import results_dir
@@ -120,7 +121,7 @@ def write_sanity(rows: pd.DataFrame, summary: pd.DataFrame, model: str,
     (closed) figure."""
     out = results_dir(out)
     rows_csv = out / "sanity_rows.csv"
-    rows.to_csv(rows_csv, index=False)
+    atomic_write_csv(rows, rows_csv)
     steps = list(dict.fromkeys(rows["randomized"]))
     paths = [rows_csv, *write_table(
         summary.round(3), out / "sanity", display=summary.round(3),

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
+from .atomic import atomic_write_csv, atomic_write_text
 from .cam import METHODS
 from .formatting import formatted
 from .metrics import READOUTS as READOUT_RECORDS
@@ -315,13 +316,15 @@ def scale_verdict(scale: pd.DataFrame) -> str:
 
 def write_table(table: pd.DataFrame, stem: str | Path, caption: str = "",
                 display: pd.DataFrame | None = None) -> list[Path]:
-    """``stem.csv`` (all numbers), ``stem.md`` and ``stem.tex`` (formatted), caption on top."""
+    """``stem.csv`` (all numbers, 10 significant digits: :data:`paperlib.atomic.CSV_FLOAT_FORMAT`),
+    ``stem.md`` and ``stem.tex`` (formatted), caption on top; each written atomically (a full
+    disk leaves the old file, never a truncated one)."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     display = formatted(table) if display is None else display
     csv, md, tex = stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex")
-    table.to_csv(csv, index=False)
-    md.write_text((f"{caption}\n\n" if caption else "") + display.to_markdown(index=False) + "\n")
-    latex = display.to_latex(index=False, caption=caption or None, escape=True)
-    tex.write_text(latex)
+    atomic_write_csv(table, csv)
+    atomic_write_text(md, (f"{caption}\n\n" if caption else "")
+                      + display.to_markdown(index=False) + "\n")
+    atomic_write_text(tex, display.to_latex(index=False, caption=caption or None, escape=True))
     return [csv, md, tex]

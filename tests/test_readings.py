@@ -233,3 +233,36 @@ def test_road_study_settings_name_its_subset():
     with pytest.raises(ValueError, match="the ROAD study's n_images must be a count >= 1 or "
                                          "None, got 0"):
         protocol.road_settings(base, n_images=0)
+
+
+def test_seed_sweep_runs_gradcam_once_on_the_study_images(lite0, sample_dataset, tmp_path,
+                                                           monkeypatch):
+    """Grad-CAM does not depend on the untrained module's seed or initialisation: one run of it,
+    its rows beside every seed's; the sweep and the protocol study run on at most
+    ``n_images`` (default :data:`paperlib.protocol.STUDY_IMAGES`) of the base run's images."""
+    calls = []
+    real = protocol.run_evaluation
+
+    def counting(black_box, dataset, settings, *args, **kwargs):
+        calls.append((settings.methods, settings.n_images))
+        return real(black_box, dataset, settings, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "run_evaluation", counting)
+    base = EvalSettings.from_parameters(dict(methods=("gradcam",), n_images=3, batch_size=2))
+    rows = protocol.run_seed_sweep(lite0, sample_dataset, base, seeds=2, inits=("pytorch",),
+                                   results_root=tmp_path, progress=False, n_images=2)
+    assert calls == [(("gradcam",), 2), (("attention-untrained",), 2),
+                     (("attention-untrained",), 2)]
+    g = rows[rows["method"] == "gradcam"]
+    per_seed = [list(one.sort_values("file")["drop_soft"])
+                for _, one in g.groupby("untrained_seed")]
+    assert len(g) == 2 * 2 and per_seed[0] == per_seed[1]
+    table = protocol.seed_sweep_table(rows)
+    assert set(table["n_images"]) == {2} and set(table["seeds"]) == {2}
+    assert protocol.study_images(base, None, protocol.STUDY_IMAGES, "x") == 3
+    assert protocol.study_images(EvalSettings.from_parameters({}), None, protocol.STUDY_IMAGES,
+                                 "x") == protocol.STUDY_IMAGES
+    with pytest.raises(ValueError, match="the protocol study's n_images must be a count >= 1 or "
+                                         "None, got 0"):
+        protocol.run_protocol(lite0, sample_dataset, base, results_root=tmp_path,
+                              progress=False, n_images=0)

@@ -347,3 +347,28 @@ def test_wilcoxon_table_refuses_to_pair_different_images():
     frame = pd.concat([base, var], ignore_index=True)
     with pytest.raises(ValueError, match="different images"):
         tables.wilcoxon_table(frame, ["b"], ["v"], columns=["drop_soft"])
+
+
+def test_written_tables_round_floats_to_ten_digits_and_never_truncate(tmp_path, monkeypatch):
+    """Committed CSVs write floats at 10 significant digits (two runs differing in the 16th
+    digit write the same bytes); a write that fails (a full disk) leaves the old file whole."""
+    import errno
+
+    from paperlib import atomic
+
+    frame = pd.DataFrame({"readout": ["mean O (%)"], "pearson": [0.9614822912193476]})
+    other = frame.assign(pearson=0.9614822912193475)
+    (csv, md, tex) = tables.write_table(frame, tmp_path / "trend")
+    first = csv.read_bytes()
+    assert first == b"readout,pearson\nmean O (%),0.9614822912\n"
+    tables.write_table(other, tmp_path / "trend")
+    assert csv.read_bytes() == first
+
+    def full(fd, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fdopen", full)
+    with pytest.raises(OSError, match="No space left"):
+        tables.write_table(frame.assign(pearson=0.5), tmp_path / "trend")
+    assert csv.read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trend.csv", "trend.md", "trend.tex"]
