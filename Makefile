@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 # make reproduce ARGS="--device cuda"; `$(PY) -m paperlib COMMAND --help` lists the flags
 ARGS   ?=
 
-.PHONY: reproduce reproduce-matrix test lint env data lab train-attention benchmark readme lock
+.PHONY: reproduce reproduce-matrix test lint env data lab train-attention benchmark readme lock book
 
 reproduce: env data
 	$(PY) -m paperlib reproduce $(ARGS)
@@ -45,6 +45,13 @@ $(STAMP): pyproject.toml
 lock: env
 	{ echo "# pip freeze of the kit's environment (make lock): $$($(PY) -c 'import platform; print(platform.python_version(), platform.machine())')"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -v -i '^paperlib[= ]'; } > requirements.lock
+
+# The rendered book (Jupyter Book 1, offline) of the full run: build/book/_build/html/index.html,
+# from results/notebooks/ (make reproduce's full-size copies) where present, else the committed
+# notebooks; ARGS="--source committed --check" is what CI builds.
+book: env
+	$(PY) -c "import jupyter_book" 2>/dev/null || $(PY) -m pip install -q -e '.[book]'
+	$(PY) -m paperlib book $(ARGS)
 
 # Images: $PAPERLIB_DATA, else data/imagenet-sample; downloaded (pinned) only when missing.
 data: env

@@ -44,7 +44,7 @@ __all__ = [
     "MethodSpec",
     "NoOptions",
     "Pass",
-    "default_methods",
+    "default_methods", "quick_methods",
     "explain",
     "gradient_pass",
     "make_missing_files",
@@ -325,6 +325,14 @@ def default_methods() -> tuple[str, ...]:
     """Every registered method, the paper's baselines first, then its variants, then the rest,
     then the controls (:data:`ROLES`' order)."""
     return tuple(n for role in ROLES for n in method_names(role))
+
+
+def quick_methods() -> tuple[str, ...]:
+    """:func:`default_methods` whose maps come from the one shared pass (no extra forwards) and
+    which explain the model (no control maps): ``paperlib explain``'s default (the others cost
+    tens of extra forwards per image each)."""
+    return tuple(m for m in default_methods()
+                 if not METHODS[m].extra_forwards and METHODS[m].role != "control")
 
 
 def method_label(name: str) -> str:

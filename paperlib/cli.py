@@ -166,7 +166,9 @@ def _registered_methods() -> list[str]:
 
 
 EXPLAIN_DESCRIPTION = """\
-Class activation maps of your images with every registered method (or those given).
+Class activation maps of your images with the quick methods (those computed from one shared
+forward and backward pass), or those given (--methods all: every registered method; the slow
+ones, marked + below, cost tens of extra forwards per image each).
 
 Per image, <out>/<name>/ gets <method>.png (the heat map over the model's input, resized and
 centre-cropped), <method>.npy (the raw (S, S) map in [0, 1], float32) and grid.png (the image
@@ -180,7 +182,7 @@ an image is skipped with a warning and listed under "skipped" in the JSON."""
 
 
 def _explain_arguments(p: argparse.ArgumentParser) -> None:
-    from .cam import add_option_arguments, default_methods, method_label
+    from .cam import METHODS, add_option_arguments, default_methods, method_label, quick_methods
     from .masking import FILLS
     from .metrics import READOUTS
     from .models import MODEL_NAMES
@@ -188,8 +190,11 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.description = EXPLAIN_DESCRIPTION
-    p.epilog = ("methods (registered):\n"
-                + "\n".join(f"  {m:<22} {method_label(m)}" for m in default_methods())
+    quick = quick_methods()
+    p.epilog = ("methods (registered; * the default, quick ones; + slow: extra forwards per "
+                "image):\n"
+                + "\n".join(f"  {'*' if m in quick else '+' if METHODS[m].extra_forwards else ' '}"
+                            f" {m:<22} {method_label(m)}" for m in default_methods())
                 + "\n\n--metrics read-outs (registered; their per-image columns in "
                   "explanations.csv):\n"
                 + "\n".join(f"  {r.name:<22} {r.label}" for r in READOUTS.values()))
@@ -206,8 +211,8 @@ def _explain_arguments(p: argparse.ArgumentParser) -> None:
                    help="a text file with one class name per line, in output order (default: "
                         "ImageNet's for 1000-class models)")
     p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                   help="methods to run (default: every registered one, less those whose "
-                        "files, e.g. a trained checkpoint, are missing)")
+                   help="methods to run, or 'all' (default: the quick ones, marked * below; "
+                        "less those whose files, e.g. a trained checkpoint, are missing)")
     p.add_argument("--target-class", default=None, metavar="CLASS",
                    help="explain this class (index or name) in every image (default: each "
                         "image's predicted class)")
@@ -474,6 +479,66 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _book_arguments(p: argparse.ArgumentParser) -> None:
+    from .book import SOURCES
+
+    p.description = ("Build the rendered book (static HTML, Jupyter Book 1, offline) from the "
+                     "executed notebooks and results/RESULTS.md.")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="folder of the build (default build/book; the site is "
+                        "DIR/_build/html/index.html)")
+    p.add_argument("--source", default="auto", choices=SOURCES,
+                   help="notebooks shown: full (make reproduce's results/notebooks/), committed "
+                        "(the small runs), auto (full where present; default)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when a page the book must have is missing (CI)")
+
+
+def _book(args: argparse.Namespace) -> int:
+    from .book import main as book
+
+    return book(args.out, args.source, args.check)
+
+
+def _verify_store_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Check results stores: SQLite's integrity check and every stored batch's "
+                     "checksum (a value edited in a store is named by run and batch); exit 1 "
+                     "on any finding.")
+    p.add_argument("stores", nargs="*", metavar="FILE",
+                   help="the stores (default: every cache/*.sqlite of the results folder, "
+                        "$PAPERLIB_RESULTS, else results/)")
+
+
+def _verify_store(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .paths import results_dir
+    from .store import ResultsStore
+
+    paths = ([Path(p) for p in args.stores] if args.stores
+             else sorted((results_dir() / "cache").glob("*.sqlite")))
+    if not paths:
+        raise FileNotFoundError(f"no results store in {results_dir() / 'cache'}")
+    findings = 0
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"no results store at {path}")
+        with ResultsStore(path) as store:
+            report = store.verify()
+        bad = [f"run {run} ({name}), batch starting at {first}: its rows differ from their "
+               "checksum (changed after they were stored)"
+               for run, name, first in report["mismatched"]]
+        if report["integrity"] != ["ok"]:
+            bad.insert(0, f"PRAGMA integrity_check: {'; '.join(report['integrity'][:3])}")
+        for line in bad:
+            print(f"{path}: {line}")
+        print(f"{path}: {report['checked']} batches checked, {len(report['mismatched'])} "
+              f"differ, {report['unchecked']} stored before checksums (unchecked); integrity "
+              f"{'ok' if report['integrity'] == ['ok'] else 'FAILED'}")
+        findings += len(bad)
+    return 1 if findings else 0
+
+
 # ---------------------------------------------------------------------------------------------
 # The command group
 
@@ -506,6 +571,10 @@ COMMANDS: dict[str, Command] = {
                     _data_arguments, _data),
     "precision": Command("measure the fast metric forwards (bf16, compile) against fp32",
                          _precision_arguments, _precision, long_run=True),
+    "book": Command("build the rendered book of the run's notebooks and results (make book)",
+                    _book_arguments, _book),
+    "verify-store": Command("check a results store's integrity and its rows' checksums",
+                            _verify_store_arguments, _verify_store),
 }
 
 

@@ -46,6 +46,7 @@ from .cam import (
     explain,
     method_label,
     missing_files,
+    quick_methods,
 )
 from .data import ImageDataset, Record, iter_batches
 from .errors import UsageError
@@ -159,12 +160,15 @@ def choose_methods(requested: Sequence[str] | None, bb: BlackBox,
                    options: ExplainOptions) -> tuple[tuple[str, ...], list[str]]:
     """The methods to run and notes for the user.
 
-    Default: every registered method, except those whose declared files (their records'
-    :class:`paperlib.cam.MethodFiles`, e.g. a trained checkpoint) are missing for the black box
-    and which cannot run without them; asking for one of those is an error naming the path
-    looked at.
+    Default: the quick methods (:func:`paperlib.cam.quick_methods`: one shared pass, no control
+    maps); ``["all"]``: every registered method. Either way less those whose declared files
+    (their records' :class:`paperlib.cam.MethodFiles`, e.g. a trained checkpoint) are missing
+    for the black box and which cannot run without them; asking for one of those by name is an
+    error naming the path looked at.
     """
     if requested is None:
+        methods = quick_methods()
+    elif list(requested) == ["all"]:
         methods = default_methods()
     else:
         try:
@@ -183,7 +187,7 @@ def choose_methods(requested: Sequence[str] | None, bb: BlackBox,
         if files.without is not None:
             notes.append(f"{m}: {files.what} is missing ({where}); {files.without}")
             kept.append(m)
-        elif requested is None:
+        elif requested is None or list(requested) == ["all"]:
             notes.append(f"{m} left out: it needs {files.what} for {bb.name} "
                          f"({bb.target_layer_name}), none at {where}; {files.how}")
         else:

@@ -29,6 +29,10 @@ group             files
 ``run``           ``eval_speed.json``, ``eval_split.json`` (:func:`split_record`)
 ================  ============================================================================
 
+Every call ends with :func:`paperlib.manifest.settle`: ``evaluation_manifest.json`` in ``out``
+names the run and the SHA-256 of every file it wrote, and the files of another run that this call
+did not rewrite are moved aside (an output folder holds one run's files).
+
 and, when given: the claims heat map (``claims_heatmap.png`` / ``.pdf`` under ``figures``) and the
 three studies that run evaluations of their own (:func:`run_studies`, run on every rank under
 ``torchrun`` before the main rank writes): ``untrained_seeds`` (attention-untrained over seeds,
@@ -48,7 +52,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import agreement, calibration, literature, plots, power, protocol, tables
+from . import agreement, calibration, literature, manifest, plots, power, protocol, tables
 from .atomic import atomic_write_text
 from .data import SPLITS, ImageDataset
 from .evaluation import EvalSettings, Evaluation, control_methods, paper_baselines, variants
@@ -351,4 +355,6 @@ def write_evaluation(evaluation: Evaluation, out: str | Path, where: str, *,
         _run_records(evaluation, out, written)
     if studies is not None:
         _studies(studies, out, where, written)
+    written.paths.append(manifest.settle(out, evaluation.run_key, Path(evaluation.store),
+                                         evaluation.settings.describe(), written.paths))
     return written

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .atomic import atomic_write_text
+from .manifest import check_manifest
 from .paths import REPO_ROOT, results_dir
 from .report import LEVEL, PLACEHOLDER, blocks, extra_readouts, readout_table_name, render
 
@@ -128,6 +129,13 @@ def main(results: str | Path | None = None, readme: str | Path | None = None,
     (naming the stale files) when README.md or RESULTS.md differs from what the results render."""
     folder = Path(results) if results is not None else results_dir()
     target = Path(readme) if readme is not None else REPO_ROOT / "README.md"
+    mixed = check_manifest(folder)
+    if mixed:
+        for line in mixed:
+            print(f"paperlib readme: {line}", file=sys.stderr)
+        print(f"paperlib readme: {folder} mixes files of different runs; nothing was written",
+              file=sys.stderr)
+        return 1
     if check:
         old = stale(target, folder)
         if old:

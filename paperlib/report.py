@@ -576,6 +576,19 @@ def _matrix(results: Path) -> dict[str, Any] | None:
     return {"sentence": sentence.strip(), "tally": tally, "minutes": minutes}
 
 
+#: The ImageNet estimate with the measured CUDA floor (benchmarks/gpu_check.py writes it).
+GPU_ESTIMATE = "scale_estimate_cuda.json"
+
+
+def _scale_cost(scale: dict[str, Any] | None, measured: dict[str, Any] | None
+                ) -> dict[str, Any] | None:
+    """The ImageNet cost: the CPU benchmark's estimate, its GPU part from the measured CUDA floor
+    (``gpu_check.py``'s ``scale_estimate_cuda.json``) when there is one."""
+    if not scale:
+        return None
+    return measured if measured else scale["imagenet"]
+
+
 def facts(results: Path, bench: Path | None = None) -> dict[str, Any]:
     """Every computed block's facts by name (``None`` where its source files are missing)."""
     bench = REPO_ROOT / "benchmarks" if bench is None else bench
@@ -592,7 +605,7 @@ def facts(results: Path, bench: Path | None = None) -> dict[str, Any]:
         "findings": findings(_csv(results / "claims.csv"), _csv(results / "table4_trend.csv"),
                              _csv(results / "sanity.csv"), _csv(results / "table3.csv")),
         "verdict": _verdict(results),
-        "scale_cost": scale["imagenet"] if scale else None,
+        "scale_cost": _scale_cost(scale, _json(bench / GPU_ESTIMATE)),
         "readings": _readings(results),
         "precision": precision_facts(summ) if summ is not None and not summ.empty else None,
         "matrix": _matrix(results),

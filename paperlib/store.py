@@ -30,17 +30,35 @@ A sharded run's ranks each write a shard, a store of its own with a rollback jou
 (:mod:`paperlib.runs`).
 
 **Damage.** On opening, a store that is not SQLite, has been truncated or fails ``PRAGMA
-quick_check`` raises :class:`StoreDamagedError`, naming the file and how to rebuild it; nothing
-is read from it and nothing is dropped silently. Stores are created complete (schema written to a
-temporary file, then linked into place), so a 0-byte store is damage, never a new store.
+quick_check`` raises :class:`StoreDamagedError`, naming the file and how to rebuild it (moving it
+aside, never deleting it); nothing is read from it and nothing is dropped silently. Stores are
+created complete (schema written to a temporary file, then linked into place), so a 0-byte store
+is damage, never a new store.
+
+**Storage, not damage.** A full disk, a read-only file system or an I/O error (SQLite's
+``SQLITE_FULL``, ``SQLITE_READONLY``, ``SQLITE_IOERR``, ``SQLITE_CANTOPEN``; ``ENOSPC``,
+``EDQUOT``, ``EROFS``) while opening or writing raises :class:`StoreStorageError`: what happened,
+the space free on that file system and the store's size (SQLite's journal may need as much
+again); the transaction is rolled back, so the store holds what it held. A store is called
+damaged only when SQLite says so (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``, a failed
+``quick_check``).
+
+**Checksums.** Each stored batch's rows (as SQLite holds them, in order) have a SHA-256 in the
+``checksums`` table, written in the batch's transaction; :meth:`ResultsStore.verify` recomputes
+them, so a value edited in the store by hand (or by anything but this class) is found
+(``python -m paperlib verify-store PATH``). Batches stored before checksums existed are counted
+as unchecked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import math
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -51,7 +69,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["BUSY_TIMEOUT", "ResultsStore", "StoreDamagedError", "StoreError"]
+__all__ = ["BUSY_TIMEOUT", "ResultsStore", "StoreDamagedError", "StoreError",
+           "StoreStorageError"]
 
 #: Seconds a writer waits for another process's transaction before giving up.
 BUSY_TIMEOUT = 600.0
@@ -68,6 +87,12 @@ CREATE TABLE rows (_run TEXT NOT NULL, _batch INTEGER NOT NULL, _seq INTEGER NOT
                    file TEXT NOT NULL, method TEXT NOT NULL DEFAULT '',
                    UNIQUE (_run, file, method));
 """
+#: Added to stores of schema version 1 when first opened for writing (older stores lack it).
+_CHECKSUMS = ("CREATE TABLE IF NOT EXISTS checksums (run TEXT NOT NULL, batch INTEGER NOT NULL, "
+              "sha256 TEXT NOT NULL, PRIMARY KEY (run, batch))")
+#: SQLite's names for a storage problem (not damage), by prefix (extended codes included).
+_STORAGE_CODES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES)
 
 
 class StoreError(RuntimeError):
@@ -79,12 +104,57 @@ class StoreDamagedError(StoreError):
     """A results store that is not readable SQLite or fails its integrity check."""
 
 
+class StoreStorageError(StoreError):
+    """The disk under a results store is full, read-only or failing: the store is not damaged."""
+
+
 def _damaged(path: Path, detail: str) -> StoreDamagedError:
+    aside = f"{path}.damaged"
     return StoreDamagedError(
-        f"results store {path} is damaged ({detail}); nothing was read from it. Delete it "
-        f"(rm -f '{path}' '{path}-wal' '{path}-shm' '{path}-journal') and rerun the same command: "
-        "every row it held is recomputed (or move it aside first and try `sqlite3 "
-        f"{path.name} .recover` to inspect what is left)")
+        f"results store {path} is damaged ({detail}); nothing was read from it. Move it aside, "
+        f"keeping the copy (mv '{path}' '{aside}'; and its -wal / -journal files if any) and "
+        "rerun the same command: every row it held is recomputed (`sqlite3 "
+        f"'{aside}' .recover` shows what is left)")
+
+
+def _storage_problem(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full / read-only / failing disk rather than a damaged file."""
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        text = str(exc).lower()
+        return (name.startswith(_STORAGE_CODES) or "disk is full" in text
+                or "disk i/o error" in text or "readonly database" in text)
+    return isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS
+
+
+def _storage_error(path: Path, exc: BaseException, doing: str) -> StoreStorageError:
+    """One line: what the disk said while ``doing``, the space free there and the store's size."""
+    where = path if path.exists() else path.parent
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    size = path.stat().st_size / 2**20 if path.exists() else 0.0
+    reason = getattr(exc, "sqlite_errorname", None) or (
+        errno.errorcode.get(exc.errno, "") if isinstance(exc, OSError) and exc.errno else "")
+    return StoreStorageError(
+        f"results store {path}: the disk refused {doing} ({reason + ': ' if reason else ''}"
+        f"{exc}); {free}, the store is {size:.1f} MB and SQLite may need as much again for its "
+        "journal. The store is not damaged and holds what it held: free space (or make the "
+        "folder writable) and rerun the same command")
+
+
+def _rows_sha256(con: sqlite3.Connection, run: str, batch: int,
+                 columns: Sequence[str]) -> str:
+    """SHA-256 of ``run``'s rows of ``batch`` as SQLite holds them (``_seq`` order; each value
+    with its SQL type: a float by its exact ``repr``, NULL as ``None``)."""
+    digest = hashlib.sha256()
+    sql = (f"SELECT {', '.join(_quote(c) for c in columns)} FROM rows "
+           "WHERE _run = ? AND _batch = ? ORDER BY _seq")
+    for row in con.execute(sql, (run, batch)):
+        digest.update(repr(tuple(row)).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def _quote(name: str) -> str:
@@ -138,9 +208,14 @@ class ResultsStore:
                  timeout: float = BUSY_TIMEOUT) -> None:
         self.path = Path(path)
         self.wal = wal
-        if not self.path.exists():
-            _create(self.path, wal)
-        self._con = _open(self.path, wal, timeout)
+        try:
+            if not self.path.exists():
+                _create(self.path, wal)
+            self._con = _open(self.path, wal, timeout)
+        except (sqlite3.Error, OSError) as exc:
+            if _storage_problem(exc):
+                raise _storage_error(self.path, exc, "opening it") from exc
+            raise
 
     def close(self) -> None:
         """Close the connection (the WAL is checkpointed into the file)."""
@@ -153,14 +228,23 @@ class ResultsStore:
         self.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._con.execute("BEGIN IMMEDIATE")
+    def _transaction(self, doing: str = "a write") -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back on any error. A full / read-only /
+        failing disk becomes :class:`StoreStorageError` (the store keeps what it held)."""
         try:
-            yield self._con
-        except BaseException:
-            self._con.execute("ROLLBACK")
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._con
+                self._con.execute("COMMIT")
+            except BaseException:
+                if self._con.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._con.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            if _storage_problem(exc):
+                raise _storage_error(self.path, exc, doing) from exc
             raise
-        self._con.execute("COMMIT")
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -243,7 +327,44 @@ class ResultsStore:
                 con.execute("INSERT OR IGNORE INTO batches (run, first_file, position, n_rows, "
                             "stats) VALUES (?, ?, ?, ?, ?)",
                             (run, first, position, inserted, record))
+                self._checksum(con, run, [position])
         return inserted
+
+    def _checksum(self, con: sqlite3.Connection, run: str, batches: Sequence[int]) -> None:
+        """(Re)write the checksums of ``run``'s ``batches`` from the rows now stored."""
+        con.execute(_CHECKSUMS)
+        names = [c for c, _ in self.columns(run) or []]
+        con.executemany("INSERT OR REPLACE INTO checksums (run, batch, sha256) VALUES (?, ?, ?)",
+                        [(run, b, _rows_sha256(con, run, b, names)) for b in batches])
+
+    def verify(self) -> dict[str, Any]:
+        """Check the whole store: ``PRAGMA integrity_check`` and every batch's checksum.
+
+        Returns ``{"integrity": [...], "checked": n, "unchecked": n, "mismatched": [(run, name,
+        first file), ...]}``: ``unchecked`` counts batches stored before checksums existed."""
+        integrity = [r[0] for r in self._con.execute("PRAGMA integrity_check")]
+        has = self._con.execute("SELECT 1 FROM sqlite_master WHERE name = 'checksums'").fetchone()
+        sums = ({(r[0], r[1]): r[2] for r in
+                 self._con.execute("SELECT run, batch, sha256 FROM checksums")} if has else {})
+        checked, unchecked, mismatched = 0, 0, []
+        for run in self.runs():
+            names = [c for c, _ in self.columns(run) or []]
+            for position, first in self._con.execute(
+                    "SELECT position, MIN(first_file) FROM batches WHERE run = ? "
+                    "GROUP BY position ORDER BY position", (run,)).fetchall():
+                want = sums.get((run, position))
+                if want is None:
+                    unchecked += 1
+                    continue
+                checked += 1
+                if _rows_sha256(self._con, run, position, names) != want:
+                    mismatched.append((run, self._run_name(run), first))
+        return {"integrity": integrity, "checked": checked, "unchecked": unchecked,
+                "mismatched": mismatched}
+
+    def _run_name(self, run: str) -> str:
+        row = self._con.execute("SELECT name FROM runs WHERE run = ?", (run,)).fetchone()
+        return str(row[0]) if row else ""
 
     def done(self, run: str, methods: Sequence[str] = (),
              files: Sequence[str] | None = None) -> set[str]:
@@ -311,6 +432,9 @@ class ResultsStore:
                 inserted = con.total_changes - before
                 con.execute("INSERT OR IGNORE INTO main.batches SELECT * FROM shard.batches "
                             "WHERE run = ?", (run,))
+                if inserted:
+                    self._checksum(con, run, [r[0] for r in con.execute(
+                        "SELECT DISTINCT _batch FROM shard.rows WHERE _run = ?", (run,))])
         finally:
             self._con.execute("DETACH DATABASE shard")
         return inserted
@@ -375,6 +499,8 @@ def _open(path: Path, wal: bool, timeout: float) -> sqlite3.Connection:
         check = [r[0] for r in con.execute("PRAGMA quick_check")]
     except sqlite3.DatabaseError as exc:
         con.close()
+        if _storage_problem(exc):  # the disk, not the file: ResultsStore says so
+            raise
         raise _damaged(path, f"sqlite3: {exc}") from exc
     if check != ["ok"]:
         con.close()

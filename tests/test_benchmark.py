@@ -174,3 +174,33 @@ def test_bench_road_writes_its_json_and_report(tmp_path):
     assert f"| {out['kit_over_floor']:.2f} x the floor | <= 1.3 x | {met} |" in text
     assert f"{out['peer_over_kit']:.1f} x the kit" in text
     assert "What limits it" in text and "{{" not in text
+
+
+def test_gpu_check_dry_run_runs_every_step_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py --dry-run: every step of the one-shot GPU check (agreement,
+    tests, benchmarks, torchrun, the estimate with the measured floor) on the CPU, tiny; it
+    writes its own report and never the committed CUDA files; without CUDA the real run refuses
+    in one line."""
+    import gpu_check
+
+    before = {p.name: p.read_bytes() for p in BENCH.iterdir() if p.is_file()}
+    done = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--dry-run", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=900)
+    report_md = (tmp_path / "GPU_CHECK_dry-run.md").read_text()
+    assert done.returncode == 0, report_md + done.stderr[-2000:]
+    results = json.loads((tmp_path / "gpu_check_dry-run.json").read_text())
+    assert list(results["steps"]) == ["agreement", "tests", "bench", "torchrun", "estimate"]
+    assert all(s["status"] == "passed" for s in results["steps"].values())
+    # CPU against CPU: the same numbers
+    a = results["agreement"]
+    assert a["methods"] == list(gpu_check.DRY_METHODS) and max(a["maps"].values()) == 0.0
+    assert max(a["table"].values()) == 0.0
+    assert results["estimate"]["gpu_ms_source"].startswith("measured: the floor of")
+    assert "| torchrun | passed |" in report_md
+    assert {p.name: p.read_bytes() for p in BENCH.iterdir() if p.is_file()} == before
+    if not torch.cuda.is_available():
+        refused = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--out",
+                                  str(tmp_path)], capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2
+        assert refused.stderr.strip() == ("gpu_check: no CUDA device here; --dry-run checks "
+                                          "the script on the CPU")

@@ -31,7 +31,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # claim verdicts and goals, number formatting (the torch-free ground the reports stand on)
     0: ("paths", "schema", "paper_reference", "stats", "power", "progress", "distributed",
         "fingerprint", "atomic", "verdicts", "goals", "formatting", "errors", "literature",
-        "provenance", "checks"),
+        "provenance", "checks", "manifest"),
     # the machine, the hooks, masks, the fast metric forwards, images
     1: ("perf", "hooks", "masking", "forward", "data", "userdata", "blackbox", "imputation"),
     # maps: the method registry and its methods; the black boxes' zoo (models imports wrap,
@@ -50,7 +50,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # (L6 by its job) but imports evaluate.write_tables (the evaluation's output writer) and its
     # main() refreshes the README (readme.main), so it sits with the entry points
     7: ("evaluate", "matrix", "readme", "cli", "explain_files", "reproduce", "download", "notebook",
-        "__main__",
+        "book", "__main__",
         "__init__"),
 }
 

@@ -23,7 +23,7 @@ TABLES = ["table3", "table4", "table4_trend", "table4_scale", "deletion_insertio
 #: Every file of a full write (tables in three formats), and the claims heat map.
 FILES = sorted([f"{t}.{ext}" for t in TABLES for ext in ("csv", "md", "tex")]
                + ["table4_scale_verdict.txt", "eval_speed.json", "eval_split.json",
-                  "readouts.json", "metric_agreement.txt"])
+                  "readouts.json", "metric_agreement.txt", "evaluation_manifest.json"])
 FIGURES = ["claims_heatmap.pdf", "claims_heatmap.png", "metric_agreement.pdf",
            "metric_agreement.png"]
 SPLIT_KEYS = ["split", "attention-trained trained on", "overlap with the training images",
@@ -63,6 +63,10 @@ def test_the_command_and_the_notebook_write_the_same_files(written):
     assert _names(nb_results) == FILES
     assert _names(nb_figures) == FIGURES
     assert sorted(p.name for p in out.paths) == sorted(FILES + FIGURES)
+    listed = json.loads((nb_results / "evaluation_manifest.json").read_text())
+    assert listed["run"] == out_run_key(written) and listed["store"] == "../cli/cache/eval.sqlite"
+    assert sorted(listed["files"]) == sorted([f for f in FILES if f != "evaluation_manifest.json"]
+                                             + [f"../nb-figures/{f}" for f in FIGURES])
     assert sorted(out.tables) == sorted(TABLES)
     # same numbers (the CSVs carry no caption; Markdown / LaTeX differ only in `where`)
     for table in TABLES:
@@ -70,6 +74,41 @@ def test_the_command_and_the_notebook_write_the_same_files(written):
         assert (cli / name).read_bytes() == (nb_results / name).read_bytes(), name
     assert ((cli / "table4_scale_verdict.txt").read_text()
             == (nb_results / "table4_scale_verdict.txt").read_text() == out.scale_verdict + "\n")
+
+
+def out_run_key(written) -> str:
+    return written[3].evaluation.run_key
+
+
+def test_an_output_folder_holds_one_run(written, tmp_path, capsys):
+    """A second run into a folder (fewer methods, no curves: no claims, no deletion/insertion)
+    moves the first run's files it does not write to stale/<first run>/, saying so; the
+    readme then renders only the second run's files. A table edited (or copied in from
+    another run) afterwards makes ``paperlib readme`` refuse the folder, naming the file."""
+    from paperlib import manifest, readme
+
+    cli, _, _, run, _ = written
+    folder = tmp_path / "results"
+    first = outputs.write_evaluation(run.evaluation, folder, run.where)
+    second_run = notebook.open_evaluation({**PARAMS, "methods": ["gradcam"], "curve_steps": 0,
+                                           "output_dir": str(cli)})
+    capsys.readouterr()
+    second = outputs.write_evaluation(second_run.evaluation, folder, second_run.where)
+    said = capsys.readouterr().out
+    old = run.evaluation.run_key
+    assert f"of run {old}, which this run ({second_run.evaluation.run_key}) does not write" in said
+    stale = sorted(p.name for p in (folder / "stale" / old).iterdir())
+    assert "claims.csv" in stale and "deletion_insertion.csv" in stale and "table3.csv" not in stale
+    assert not (folder / "claims.csv").exists() and (folder / "table3.csv").exists()
+    assert ({p.name for p in first.paths} - {p.name for p in second.paths}) == set(stale)
+    assert manifest.check_manifest(folder) == []
+    (folder / "table3.csv").write_text((folder / "table3.csv").read_text() + "\n")
+    problems = manifest.check_manifest(folder)
+    key = second_run.evaluation.run_key
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{folder / 'table3.csv'} differs from what run {key}")
+    assert readme.main(folder, tmp_path / "README.md", check=True) == 1
+    assert "mixes files of different runs; nothing was written" in capsys.readouterr().err
 
 
 def test_one_eval_split_schema(written, sample_dataset):
@@ -110,7 +149,8 @@ def test_a_matrix_cell_writes_the_committed_cells_files(written, tmp_path):
     cell = outputs.write_evaluation(run.evaluation, tmp_path / "cell", run.where,
                                     groups=outputs.CELL_GROUPS)
     committed = _names(REPO / "results" / "matrix" / "efficientnet_lite0_last")
-    assert _names(tmp_path / "cell") == committed
+    # the committed cells predate the folder manifest (paperlib.manifest)
+    assert [n for n in _names(tmp_path / "cell") if n != "evaluation_manifest.json"] == committed
     assert cell.claims_figure is None and "power" not in cell.tables
 
 
@@ -172,3 +212,35 @@ def test_the_sanity_files(tmp_path):
     assert table["step2"].tolist() == [0.9, 0.05] and table["flagged"].tolist() == [True, False]
     assert len(pd.read_csv(tmp_path / "r" / "sanity_rows.csv")) == 12
     assert fig is not None
+
+
+def _moved_cells(a: Path, b: Path) -> list[str]:
+    """Every cell that differs between two runs' CSVs, as 'file row column: a != b'."""
+    import pandas as pd
+
+    moved = []
+    for csv in sorted(a.glob("*.csv")):
+        other = b / csv.name
+        if not other.is_file():
+            moved.append(f"{csv.name}: missing in {b}")
+        elif csv.read_bytes() != other.read_bytes():
+            x, y = pd.read_csv(csv, dtype=str), pd.read_csv(other, dtype=str)
+            if x.shape != y.shape or list(x.columns) != list(y.columns):
+                moved.append(f"{csv.name}: shape {x.shape} != {y.shape}")
+                continue
+            for col in x.columns:
+                for i in (x[col] != y[col]).to_numpy().nonzero()[0]:
+                    moved.append(f"{csv.name} row {i} column {col}: {x[col][i]} != {y[col][i]}")
+    return moved
+
+
+def test_two_writes_of_a_run_are_byte_identical(written, tmp_path):
+    """Rewriting a run's tables from its store gives the same bytes (floats at 10 significant
+    digits: paperlib.atomic.CSV_FLOAT_FORMAT); a difference is reported cell by cell."""
+    _, _, _, run, _ = written
+    a, b = tmp_path / "a", tmp_path / "b"
+    outputs.write_evaluation(run.evaluation, a, run.where)
+    outputs.write_evaluation(run.evaluation, b, run.where)
+    assert _moved_cells(a, b) == []
+    (b / "table3.csv").write_text((b / "table3.csv").read_text().replace("gradcam,", "gradcam2,"))
+    assert _moved_cells(a, b)[0].startswith("table3.csv row 0 column method: gradcam != gradcam2")

@@ -22,7 +22,7 @@ from PIL import Image
 from paperlib import evaluation, load_images, tables
 from paperlib.data import BadImageWarning
 from paperlib.runs import ResultsCache
-from paperlib.store import ResultsStore, StoreDamagedError, StoreError
+from paperlib.store import ResultsStore, StoreDamagedError, StoreError, StoreStorageError
 
 SETTINGS = dict(methods=("gradcam", "xgradcam"), n_images=4, curve_steps=2, fractions=(20,),
                 batch_size=2, chunk_size=8)
@@ -156,10 +156,76 @@ def test_a_damaged_store_is_detected_naming_the_file_and_the_fix(tmp_path, damag
         ResultsStore(path)
     msg = str(err.value)
     assert f"results store {path} is damaged" in msg
-    assert f"rm -f '{path}' '{path}-wal' '{path}-shm'" in msg and "rerun the same command" in msg
+    # the advice keeps a copy: move aside, never delete
+    assert f"mv '{path}' '{path}.damaged'" in msg and "rerun the same command" in msg
+    assert "rm " not in msg
     expected = {"truncated": "malformed", "zero bytes": "0 bytes", "overwritten": "malformed",
                 "not sqlite": "file is not a database"}[damage]
     assert expected in msg
+
+
+def test_a_full_disk_is_not_called_damage_and_the_store_keeps_its_rows(tmp_path):
+    """SQLite's own full-disk condition (``max_page_count`` reached: SQLITE_FULL, what a full
+    tmpfs gives): the write is refused in one line naming the store, the free space and its
+    size, never "damaged" nor advice to delete; the store then holds exactly what it held,
+    passes its integrity check and every checksum."""
+    path = tmp_path / "eval.sqlite"
+    _full_store(path)
+    with _store(path) as store:
+        before = store.load("run")
+        pages = store._con.execute("PRAGMA page_count").fetchone()[0]
+        store._con.execute(f"PRAGMA max_page_count = {pages}")
+        big = [{"file": f"g{i}", "method": "p", "v": float(i)} for i in range(5000)]
+        with pytest.raises(StoreStorageError) as err:
+            store.write("run", big)
+    msg = str(err.value)
+    assert msg.startswith(f"results store {path}: the disk refused a write (SQLITE_FULL")
+    assert "MB free there" in msg and "The store is not damaged" in msg
+    assert "damaged (" not in msg and "rm " not in msg and "\n" not in msg
+    with ResultsStore(path) as store:
+        pd.testing.assert_frame_equal(store.load("run"), before)
+        report = store.verify()
+    assert report == {"integrity": ["ok"], "checked": 30, "unchecked": 0, "mismatched": []}
+
+
+def test_a_value_edited_in_the_store_is_found_by_its_checksum(tmp_path, capsys):
+    """One REAL value changed by hand: ``verify`` names the run and the batch, and
+    ``paperlib verify-store`` says so in one line per finding and exits 1; a store written
+    before checksums existed counts its batches as unchecked."""
+    from paperlib.cli import main
+
+    path = tmp_path / "eval.sqlite"
+    _full_store(path)
+    assert main(["verify-store", str(path)]) == 0
+    assert "30 batches checked, 0 differ" in capsys.readouterr().out
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE rows SET v = v + 1e-9 WHERE file = 'f7-3' AND method = 'q'")
+    with ResultsStore(path) as store:
+        report = store.verify()
+    assert report["mismatched"] == [("run", "t", "f7-0")] and report["checked"] == 30
+    assert main(["verify-store", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"{path}: run run (t), batch starting at f7-0: its rows differ from their "
+                      "checksum (changed after they were stored)")
+    assert "30 batches checked, 1 differ" in out[1]
+    with sqlite3.connect(path) as con:
+        con.execute("DROP TABLE checksums")
+    with ResultsStore(path) as store:
+        assert store.verify()["unchecked"] == 30
+    assert main(["verify-store", str(tmp_path / "none.sqlite")]) == 2
+    assert "no results store at" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
+def test_a_read_only_folder_is_a_storage_error(tmp_path):
+    path = tmp_path / "ro" / "eval.sqlite"
+    path.parent.mkdir()
+    path.parent.chmod(0o500)
+    try:
+        with pytest.raises(StoreStorageError, match="the disk refused opening it"):
+            ResultsStore(path)
+    finally:
+        path.parent.chmod(0o700)
 
 
 def test_another_sqlite_file_is_not_taken_for_a_store(tmp_path):
@@ -336,3 +402,32 @@ def test_speed_of_an_empty_run_is_nan_not_a_division_by_zero(tmp_path):
     assert math.isnan(speed["ratio_to_floor"]) and math.isnan(speed["floor_ms_per_image"])
     assert math.isnan(speed["explain_ms_per_image[gradcam]"])
     assert math.isnan(speed["extra_forwards_per_image[xgradcam]"])
+
+
+def test_an_io_error_while_opening_is_not_called_damage(tmp_path, monkeypatch):
+    """SQLite's disk I/O error during the open's checks (what a nearly full tmpfs gave): a
+    storage error naming the store and the free space, never "damaged"."""
+    from paperlib import store as store_module
+
+    path = tmp_path / "eval.sqlite"
+    _full_store(path)
+    real = store_module.sqlite3.connect
+
+    class Failing:
+        def __init__(self, con):
+            self.con = con
+
+        def execute(self, sql, *args):
+            if sql.startswith("PRAGMA quick_check"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return self.con.execute(sql, *args)
+
+        def close(self):
+            self.con.close()
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", lambda *a, **k: Failing(real(*a, **k)))
+    with pytest.raises(StoreStorageError) as err:
+        ResultsStore(path)
+    msg = str(err.value)
+    assert msg.startswith(f"results store {path}: the disk refused opening it (disk I/O error)")
+    assert "not damaged" in msg and "MB free there" in msg

@@ -204,7 +204,7 @@ def test_methods_declare_their_files(toy):
     assert code_fingerprint(*cam.method_files(["attention-trained"], bb)) == \
         code_fingerprint(expected)
     # the command line leaves a method out (or runs its fallback) by its record, not its name
-    methods, notes = explain_files.choose_methods(None, bb, cam.ExplainOptions())
+    methods, notes = explain_files.choose_methods(["all"], bb, cam.ExplainOptions())
     assert "attention-trained" not in methods and "attention-per-image" in methods
     assert notes[0].startswith("attention-trained left out: it needs a trained attention "
                                f"checkpoint for toy (net.features), none at {expected}; pass "
@@ -215,5 +215,10 @@ def test_methods_declare_their_files(toy):
                        match="attention-trained needs a trained attention checkpoint for toy "
                              "\\(net.features\\); none at"):
         explain_files.choose_methods(["attention-trained"], bb, cam.ExplainOptions())
+    # the default: the quick methods (one shared pass, no controls), less the missing ones
+    quick, notes = explain_files.choose_methods(None, bb, cam.ExplainOptions())
+    assert quick == tuple(m for m in cam.quick_methods() if m != "attention-trained")
+    assert "gradcam" in quick and not {"scorecam", "opticam", "fakecam"} & set(quick)
+    assert len(notes) == 1 and notes[0].startswith("attention-trained left out")
     with pytest.raises(TypeError, match="files of 'x' must be a MethodFiles"):
         cam.register_method("x", label="x", files="ckpt.pt")  # type: ignore[arg-type]
