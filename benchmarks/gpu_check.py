@@ -127,7 +127,8 @@ def torchrun_step(device: str, n_images: int, methods: Sequence[str], out: Path,
     process: their Table 3 CSVs must be byte-identical."""
     common = ["-m", "paperlib", "evaluate", "--model", "efficientnet_lite0", "--device", device,
               "--n-images", str(n_images), "--methods", *methods, "--curve-steps", "2",
-              "--untrained-seeds", "0", "--no-protocol", "--road-images", "0", "--no-progress"]
+              "--untrained-seeds", "0", "--no-protocol", "--road-images", "0", "--no-progress",
+              "--threads", "1"]
     plain = _run([_python(), *common, "--out", str(out / "plain")], limit / 2)
     ranked = _run([_python(), "-m", "torch.distributed.run", "--standalone",
                    "--nproc_per_node=1", *common, "--out", str(out / "torchrun")], limit / 2)
