@@ -48,7 +48,7 @@ def test_the_sources_show_which_run_and_collapse_the_code(tmp_path):
 
 def test_the_book_builds_every_page_offline(tmp_path):
     pytest.importorskip("jupyter_book")
-    html = book.build(tmp_path / "book", "committed")
+    html = book.build(tmp_path / "book", "committed", book.REPO_ROOT / "results")
     assert book.missing_pages(html) == []
     page = (html / "04_tables.html").read_text()
     assert "hide-input" in page

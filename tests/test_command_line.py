@@ -91,7 +91,7 @@ def test_every_subcommand_parses_its_defaults():
     parsers = _subparsers()
     assert list(parsers) == list(cli.COMMANDS) == [
         "explain", "evaluate", "reproduce", "matrix", "readme", "train-attention", "data",
-        "precision"]
+        "precision", "book", "verify-store"]
     for name, p in parsers.items():
         argv = ["img.jpg"] if name == "explain" else []
         args = p.parse_args(argv)
