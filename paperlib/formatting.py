@@ -3,10 +3,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["formatted"]
+if TYPE_CHECKING:
+    from pandas.io.formats.style import Styler
+
+__all__ = ["formatted", "styled"]
+
+#: How a notebook's tables render: intervals on one line, numbers right-aligned, the caption on top.
+TABLE_STYLES = [
+    {"selector": "td, th", "props": "white-space: nowrap; text-align: right; padding: 0.1em 0.6em"},
+    {"selector": "td:first-child, th:first-child", "props": "text-align: left"},
+    {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: bold; "
+                                     "padding-bottom: 0.3em"},
+]
 
 
 def formatted(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
@@ -25,3 +38,14 @@ def formatted(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
         else:
             out[c] = ["" if (isinstance(v, float) and np.isnan(v)) else v for v in table[c]]
     return pd.DataFrame(out)
+
+
+def styled(table: pd.DataFrame, caption: str = "", digits: int = 2,
+           name: str = "table") -> Styler:
+    """A table as a notebook shows it: :func:`formatted` cells (``mean [lo, hi]``) in an HTML
+    table (pandas ``Styler``) without the index, each cell on one line, ``caption`` on top.
+    ``name`` fixes the element ids, so that a notebook's saved output is the same on every run."""
+    from pandas.io.formats.style import Styler  # jinja2, imported when a table is shown
+
+    return (Styler(formatted(table, digits), uuid=name, cell_ids=False)
+            .hide(axis="index").set_caption(caption).set_table_styles(TABLE_STYLES))

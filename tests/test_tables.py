@@ -372,3 +372,18 @@ def test_written_tables_round_floats_to_ten_digits_and_never_truncate(tmp_path, 
         tables.write_table(frame.assign(pearson=0.5), tmp_path / "trend")
     assert csv.read_bytes() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trend.csv", "trend.md", "trend.tex"]
+
+
+def test_notebook_tables_are_html_with_intervals_on_one_line():
+    """paperlib.formatting.styled: the formatted cells in an HTML table without the index,
+    nowrap cells, the caption on top, fixed element ids (a saved notebook's output is the same
+    on every run)."""
+    from paperlib.formatting import styled
+
+    t = pd.DataFrame({"method": ["gradcam"], "avg_drop": [23.17], "avg_drop_lo": [19.6],
+                      "avg_drop_hi": [26.7]})
+    html = styled(t, "Table 3", name="t3").to_html()
+    assert html == styled(t, "Table 3", name="t3").to_html()
+    assert '<table id="T_t3">' in html and "<caption>Table 3</caption>" in html
+    assert ">23.17 [19.60, 26.70]</td>" in html and "white-space: nowrap" in html
+    assert "avg_drop_lo" not in html and "row_heading" not in html
