@@ -21,8 +21,7 @@ from pathlib import Path
 
 from .atomic import atomic_write_text
 from .paths import REPO_ROOT, results_dir
-
-WIDGET = "application/vnd.jupyter.widget-view+json"
+from .saved_notebook import sanitise
 
 __all__ = ["NOTEBOOKS", "build", "missing_pages", "notebook_sources", "stage"]
 
@@ -77,14 +76,14 @@ def notebook_sources(source: str = "auto", results: Path | None = None
 
 
 def _collapsed(path: Path, dest: Path) -> None:
-    """Copy a notebook with every code cell tagged ``hide-input`` (outputs kept as they are, less
-    progress-bar widgets: their state would make the page load a widget manager from a CDN)."""
-    nb = json.loads(path.read_text())
-    nb.get("metadata", {}).pop("widgets", None)
+    """Copy a notebook, sanitised (:func:`paperlib.saved_notebook.sanitise`, its records kept:
+    no progress widget, whose state would make the page load a widget manager from a CDN), with
+    every code cell tagged ``hide-input``."""
+    shutil.copyfile(path, dest)
+    sanitise(dest, keep_records=True)
+    nb = json.loads(dest.read_text())
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "code":
-            cell["outputs"] = [o for o in cell.get("outputs", [])
-                               if WIDGET not in o.get("data", {})]
             tags = cell.setdefault("metadata", {}).setdefault("tags", [])
             if "hide-input" not in tags:
                 tags.append("hide-input")

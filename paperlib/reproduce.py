@@ -36,6 +36,7 @@ from .paths import REPO_ROOT, figures_dir, results_dir
 from .perf import MALLOC_ENV
 from .progress import LOG_ENV
 from .provenance import record
+from .saved_notebook import sanitise
 
 NOTEBOOKS = ("01_model_selection", "02_gradcam", "03_attention", "04_tables", "05_figures",
              "06_your_model")
@@ -68,37 +69,6 @@ FULL_RUN: dict[str, dict] = {
     "05_figures": {"n_images": None},
     "06_your_model": {"n_images": 8},
 }
-
-
-WIDGET = "application/vnd.jupyter.widget-view+json"
-
-
-def sanitise(path: Path, keep_records: bool = False) -> None:
-    """Drop volatile parts of an executed notebook: stderr streams (warnings) and progress-bar
-    widgets (each with a random model id, frozen at their first frame in a saved copy); execution
-    counts are renumbered 1, 2... (nbval treats a cell without a count as never run). Unless
-    ``keep_records`` (the full run's copies in ``results/notebooks/``), also the execution
-    metadata, timings and papermill's records."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    if not keep_records:
-        nb.metadata.pop("papermill", None)
-    count = 0
-    for cell in nb.cells:
-        if not keep_records:
-            cell.metadata.pop("papermill", None)
-            cell.metadata.pop("execution", None)
-        if cell.cell_type == "code":
-            count += 1
-            cell.execution_count = count
-            cell.outputs = [o for o in cell.outputs
-                            if not (o.output_type == "stream" and o.name == "stderr")
-                            and WIDGET not in o.get("data", {})]
-            for o in cell.outputs:
-                if "execution_count" in o:
-                    o.execution_count = count
-    nbformat.write(nb, path)
 
 
 def refresh_committed(names: list[str]) -> None:

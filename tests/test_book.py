@@ -9,6 +9,7 @@ import json
 import pytest
 
 from paperlib import book
+from paperlib.saved_notebook import WIDGET
 
 
 def test_the_sources_show_which_run_and_collapse_the_code(tmp_path):
@@ -19,7 +20,7 @@ def test_the_sources_show_which_run_and_collapse_the_code(tmp_path):
     full.write_text(json.dumps({
         "cells": [{"cell_type": "code", "metadata": {}, "source": "1", "execution_count": 1,
                    "outputs": [{"output_type": "display_data", "metadata": {},
-                                "data": {book.WIDGET: {"model_id": "x"}}},
+                                "data": {WIDGET: {"model_id": "x"}}},
                                {"output_type": "stream", "name": "stdout", "text": "ok"}]},
                   {"cell_type": "markdown", "metadata": {}, "source": "# t"}],
         "metadata": {"widgets": {"state": {}}}, "nbformat": 4, "nbformat_minor": 5}))

@@ -114,7 +114,7 @@ def test_the_import_scan_sees_what_it_must():
     found = _imports_by_module()
     assert {"torch", "numpy", "PIL", "yaml", "pytorch_grad_cam", "cv2", "nbformat"} <= set(found)
     assert "tests/test_environment.py" in found["yaml"]
-    assert "paperlib/reproduce.py" in found["nbformat"]   # imported inside a function
+    assert "paperlib/saved_notebook.py" in found["nbformat"]   # imported inside a function
     assert {"harness", "configs"} <= _local_modules()
 
 

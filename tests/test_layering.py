@@ -31,7 +31,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     # claim verdicts and goals, number formatting (the torch-free ground the reports stand on)
     0: ("paths", "schema", "paper_reference", "stats", "power", "progress", "distributed",
         "fingerprint", "atomic", "verdicts", "goals", "formatting", "errors", "literature",
-        "provenance", "checks", "manifest"),
+        "provenance", "checks", "manifest", "saved_notebook"),
     # the machine, the hooks, masks, the fast metric forwards, images
     1: ("perf", "hooks", "masking", "forward", "data", "userdata", "blackbox", "imputation"),
     # maps: the method registry and its methods; the black boxes' zoo (models imports wrap,

@@ -8,7 +8,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from paperlib import model_selection, sanity
-from paperlib.reproduce import sanitise
+from paperlib.saved_notebook import sanitise
 
 # --------------------------------------------------------------------------------------------
 # sanity.summarize
@@ -57,7 +57,7 @@ def test_summarize_flags_on_the_numerically_last_step():
 
 
 # --------------------------------------------------------------------------------------------
-# reproduce.sanitise
+# saved_notebook.sanitise
 # --------------------------------------------------------------------------------------------
 
 EXEC_META = {"iopub.execute_input": "2024-01-01T00:00:00.000000Z",
@@ -70,6 +70,7 @@ def test_sanitise_renumbers_and_drops_volatile_parts(tmp_path):
     nb.metadata["kernelspec"] = {"name": "paperlib", "display_name": "paperlib",
                                  "language": "python"}
     nb.metadata["papermill"] = {"duration": 12.0, "parameters": {"n_images": 4}}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     md = new_markdown_cell("# Title", metadata={"tags": ["intro"]})
     first = new_code_cell("print('hi')", execution_count=7, outputs=[
         new_output("stream", name="stderr", text="100%|####| 4/4\n"),
@@ -89,7 +90,7 @@ def test_sanitise_renumbers_and_drops_volatile_parts(tmp_path):
     sanitise(path)
     out = nbformat.read(path, as_version=4)
     nbformat.validate(out)
-    assert "papermill" not in out.metadata
+    assert "papermill" not in out.metadata and "widgets" not in out.metadata
     assert out.metadata["kernelspec"]["name"] == "paperlib"
     assert [c.cell_type for c in out.cells] == ["markdown", "code", "markdown", "code", "code"]
     # markdown cells untouched
