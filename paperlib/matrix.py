@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from .atomic import atomic_write_text
 from .cam import make_missing_files
 from .evaluation import EvalSettings, paper_baselines, run_evaluation, variants
 from .models import MODEL_NAMES, black_box_spec, load_model
@@ -306,7 +307,7 @@ def write_matrix(out: str | Path, order: Sequence[Cell], figures: str | Path | N
     write_table(tally_table(matrix), out / "claim_matrix_tally",
                 caption="Claim matrix, Average Drop (AD) and % Increase (%Inc): verdicts against "
                         "the baselines per variant and cell")
-    (out / "claim_matrix_verdict.txt").write_text(matrix_sentence(matrix) + "\n")
+    atomic_write_text(out / "claim_matrix_verdict.txt", matrix_sentence(matrix) + "\n")
     if len(matrix):
         save(matrix_figure(matrix), "claim_matrix", figures)
     return matrix
@@ -316,8 +317,6 @@ def record_cell(path: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     """Add a cell's record to ``cells.json`` under an exclusive lock (read, merge, write), so that
     several matrix processes (e.g. one per cell, ``--models X --layers Y``) keep every entry."""
     import fcntl
-
-    from .atomic import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:

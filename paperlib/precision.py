@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from . import schema, tables
-from .atomic import atomic_write_csv
+from .atomic import atomic_write_csv, atomic_write_text
 from .forward import check_precision
 from .goals import SAFE_WIDTH_FRACTION
 from .metrics import READOUTS, MetricConfig
@@ -420,7 +420,7 @@ def write_report(measurement: Measurement, comparisons: Sequence[PrecisionCompar
     summary_csv = out / "precision_summary.csv"
     atomic_write_csv(summ.assign(threads=s["threads"], device=s["device"], model=s["model"],
                                  split=s["split"]), summary_csv)
-    md.write_text(render("precision.md.j2", **_report_facts(summ, comparisons, s, facts)))
+    atomic_write_text(md, render("precision.md.j2", **_report_facts(summ, comparisons, s, facts)))
     return [csv, summary_csv, md]
 
 

@@ -228,7 +228,7 @@ class ResultsStore:
         self.close()
 
     @contextlib.contextmanager
-    def _transaction(self, doing: str = "a write") -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back on any error. A full / read-only /
         failing disk becomes :class:`StoreStorageError` (the store keeps what it held)."""
         try:
@@ -243,7 +243,7 @@ class ResultsStore:
                 raise
         except (sqlite3.Error, OSError) as exc:
             if _storage_problem(exc):
-                raise _storage_error(self.path, exc, doing) from exc
+                raise _storage_error(self.path, exc, "a write") from exc
             raise
 
     # -- runs --------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ class ResultsStore:
         sums = ({(r[0], r[1]): r[2] for r in
                  self._con.execute("SELECT run, batch, sha256 FROM checksums")} if has else {})
         checked, unchecked, mismatched = 0, 0, []
-        for run in self.runs():
+        for run, name in self._con.execute("SELECT run, name FROM runs").fetchall():
             names = [c for c, _ in self.columns(run) or []]
             for position, first in self._con.execute(
                     "SELECT position, MIN(first_file) FROM batches WHERE run = ? "
@@ -358,13 +358,9 @@ class ResultsStore:
                     continue
                 checked += 1
                 if _rows_sha256(self._con, run, position, names) != want:
-                    mismatched.append((run, self._run_name(run), first))
+                    mismatched.append((run, str(name), first))
         return {"integrity": integrity, "checked": checked, "unchecked": unchecked,
                 "mismatched": mismatched}
-
-    def _run_name(self, run: str) -> str:
-        row = self._con.execute("SELECT name FROM runs WHERE run = ?", (run,)).fetchone()
-        return str(row[0]) if row else ""
 
     def done(self, run: str, methods: Sequence[str] = (),
              files: Sequence[str] | None = None) -> set[str]:
